@@ -26,6 +26,11 @@ pub mod output;
 pub mod params;
 pub mod unknown_type;
 
+/// The parser combinator crate the `parse` functions return results of
+/// (`nom::IResult`, `nom::Err::Incomplete`), re-exported so callers match on
+/// the same version.
+pub use nom;
+
 pub use begin_request::{BeginRequestBody, KEEP_CONN, Role};
 pub use connection::{
     Config, Connection, Event, FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS, Progress,
