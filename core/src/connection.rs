@@ -107,7 +107,10 @@ pub struct Progress<'a> {
 }
 
 /// Something the runtime must act on. Chunks borrow from the bytes passed to
-/// [`Connection::feed`].
+/// [`Connection::feed`]: the `bytes` of a [`Event::Params`], [`Event::Stdin`]
+/// or [`Event::Data`] are always the last `bytes.len()` bytes of the
+/// `consumed` input, so a runtime can also find them by offset in its buffer
+/// and hand them out later.
 #[derive(Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Event<'a> {
@@ -1606,6 +1609,39 @@ mod tests {
         assert_eq!(events.seen, [Seen::Begin(1, Role::Responder, false)]);
         body.flags = 0xff;
         assert_eq!(body.flags & KEEP_CONN, KEEP_CONN);
+    }
+
+    #[test]
+    fn chunks_are_the_tail_of_the_consumed_input() {
+        let wire = Wire::new()
+            .begin(1, Role::Responder, true)
+            .record(RecordType::Params, 1, SPEC_PARAMS)
+            .record(RecordType::Params, 1, b"")
+            .record(RecordType::Stdin, 1, b"0123456789");
+        let input = wire.as_slice();
+        let mut conn: Connection = Connection::new(Config::new());
+        let mut pos = 0;
+        let mut chunks = 0;
+        // Windows ending anywhere, so chunks are cut at every length.
+        for end in 1..=input.len() {
+            loop {
+                let window = &input[pos..end];
+                let progress = conn.feed(window).unwrap();
+                if let Some(Event::Params { bytes, .. } | Event::Stdin { bytes, .. }) =
+                    &progress.event
+                {
+                    let tail = &window[progress.consumed - bytes.len()..progress.consumed];
+                    assert_eq!(tail.as_ptr(), bytes.as_ptr());
+                    chunks += 1;
+                }
+                pos += progress.consumed;
+                if progress.consumed == 0 && progress.event.is_none() {
+                    break;
+                }
+            }
+        }
+        assert!(chunks > 2);
+        assert_eq!(pos, input.len());
     }
 
     #[test]

@@ -13,4 +13,6 @@
 //! assert_eq!(bytes.len(), 16 + 8 + 24 + 8 + 8);
 //! ```
 
+pub mod app;
+pub mod client;
 pub mod wire;

@@ -1,0 +1,577 @@
+//! One transport connection: the socket, a fixed read buffer, the core's
+//! state machine and the request being served. This module moves bytes and
+//! routes the core's events; every protocol rule is the core's.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use simple_fastcgi_core::{
+    Config, Connection, Event, Frame, Output, Params, ParamsError, ProtocolError, ProtocolStatus,
+    Role,
+};
+
+use crate::listener::Stream;
+
+/// Read buffer per connection: a whole record of the largest size fits.
+const READ_BUFFER: usize = 8 + 65535 + 255;
+
+/// STDOUT bytes gathered before they are framed and written; bigger writes
+/// go straight from the caller's slice.
+pub(crate) const OUT_BUFFER: usize = 16 * 1024;
+
+/// Frames written by one `writev` at most (3 slices each).
+const FRAMES_PER_WRITE: usize = 16;
+
+/// What became of the connection while looking for the next request.
+pub(crate) enum Ready {
+    /// A request's params are complete (or failed, or it was aborted early).
+    Request,
+    /// More bytes are needed.
+    NeedInput,
+    /// The connection is done (the core closed it).
+    Closed,
+}
+
+/// A request that began and is waiting for its params or being served.
+pub(crate) struct Begun {
+    pub(crate) request_id: u16,
+    pub(crate) role: Role,
+    pub(crate) keep_conn: bool,
+    pub(crate) output: Output,
+    pub(crate) params_error: Option<ParamsError>,
+    pub(crate) aborted: bool,
+}
+
+/// How a fill of the read buffer went.
+pub(crate) enum Fill {
+    Data,
+    Eof,
+    TimedOut,
+}
+
+/// The socket side of a connection and the input state of its request.
+pub(crate) struct Io {
+    stream: Stream,
+    core: Connection,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    pub(crate) out: Vec<u8>,
+    input: Input,
+    read_timeout: Duration,
+    last_data: Instant,
+    /// A write failed: the web server is gone.
+    broken: bool,
+    /// The web server closed its side.
+    eof: bool,
+}
+
+/// Stdin and data chunks the core has delivered but the handler has not
+/// read yet, as ranges of the read buffer.
+#[derive(Default)]
+struct Input {
+    request_id: u16,
+    stdin: VecDeque<(usize, usize)>,
+    data: VecDeque<(usize, usize)>,
+    stdin_done: bool,
+    data_done: bool,
+    aborted: bool,
+}
+
+/// Which input stream a handler reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Stdin,
+    Data,
+}
+
+impl Io {
+    pub(crate) fn new(
+        stream: Stream,
+        config: Config,
+        linger: Duration,
+        read_timeout: Duration,
+        write_timeout: Duration,
+    ) -> io::Result<Io> {
+        stream.set_read_timeout(Some(linger.max(Duration::from_millis(1))))?;
+        stream.set_write_timeout(Some(write_timeout))?;
+        stream.set_nodelay()?;
+        Ok(Io {
+            stream,
+            core: Connection::new(config),
+            buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(OUT_BUFFER),
+            input: Input {
+                stdin: VecDeque::with_capacity(8),
+                data: VecDeque::with_capacity(8),
+                ..Input::default()
+            },
+            read_timeout,
+            last_data: Instant::now(),
+            broken: false,
+            eof: false,
+        })
+    }
+
+    /// When the web server last sent bytes.
+    pub(crate) fn last_data(&self) -> Instant {
+        self.last_data
+    }
+
+    /// Whether unconsumed bytes are buffered (the core needs more of them).
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// Feeds buffered bytes to the core until a request is ready to run or
+    /// more bytes are needed. Params go into `params`.
+    pub(crate) fn next_request(
+        &mut self,
+        params: &mut Params,
+        begun: &mut Option<Begun>,
+    ) -> io::Result<Ready> {
+        loop {
+            let progress = self
+                .core
+                .feed(&self.buf[self.start..self.end])
+                .map_err(protocol_error)?;
+            self.start += progress.consumed;
+            let idle = progress.consumed == 0 && progress.event.is_none();
+            let mut ready = false;
+            match progress.event {
+                Some(Event::Begin {
+                    request_id,
+                    role,
+                    keep_conn,
+                    output,
+                }) => {
+                    params.clear();
+                    *begun = Some(Begun {
+                        request_id,
+                        role,
+                        keep_conn,
+                        output,
+                        params_error: None,
+                        aborted: false,
+                    });
+                }
+                Some(Event::Params { bytes, .. }) => {
+                    if let Some(request) = begun.as_mut().filter(|r| r.params_error.is_none()) {
+                        request.params_error = params.feed(bytes).err();
+                    }
+                }
+                Some(Event::ParamsEnd { .. }) => {
+                    if let Some(request) = begun.as_mut().filter(|r| r.params_error.is_none()) {
+                        request.params_error = params.finish().err();
+                    }
+                    ready = begun.is_some();
+                }
+                Some(Event::Abort { .. }) => {
+                    if let Some(request) = begun.as_mut() {
+                        request.aborted = true;
+                        ready = true;
+                    }
+                }
+                // Streams after the params come while a handler runs.
+                Some(_) | None => {}
+            }
+            self.write_pending()?;
+            if ready {
+                return Ok(Ready::Request);
+            }
+            if self.core.is_closed() {
+                return Ok(Ready::Closed);
+            }
+            if idle {
+                return Ok(Ready::NeedInput);
+            }
+        }
+    }
+
+    /// Prepares the input side for a handler serving `request_id`.
+    pub(crate) fn start_request(&mut self, request_id: u16) {
+        self.input.request_id = request_id;
+        self.input.stdin.clear();
+        self.input.data.clear();
+        self.input.stdin_done = false;
+        self.input.data_done = false;
+        self.input.aborted = false;
+    }
+
+    /// Reads more bytes into the buffer, waiting at most one linger period.
+    pub(crate) fn fill(&mut self) -> io::Result<Fill> {
+        let keep_from = self
+            .input
+            .stdin
+            .front()
+            .into_iter()
+            .chain(self.input.data.front())
+            .map(|&(start, _)| start)
+            .fold(self.start, usize::min);
+        if keep_from > 0 {
+            self.buf.copy_within(keep_from..self.end, 0);
+            self.start -= keep_from;
+            self.end -= keep_from;
+            for range in self
+                .input
+                .stdin
+                .iter_mut()
+                .chain(self.input.data.iter_mut())
+            {
+                range.0 -= keep_from;
+                range.1 -= keep_from;
+            }
+        }
+        if self.end == self.buf.len() {
+            // Full of chunks the handler has not read: it must read first.
+            return Err(io::Error::other("read buffer full of unread request body"));
+        }
+        match self.stream.read(&mut self.buf[self.end..]) {
+            Ok(0) => {
+                self.eof = true;
+                Ok(Fill::Eof)
+            }
+            Ok(n) => {
+                self.end += n;
+                self.last_data = Instant::now();
+                Ok(Fill::Data)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(Fill::TimedOut)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Fill::TimedOut),
+            Err(e) => {
+                self.eof = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Feeds buffered bytes to the core while a handler runs: chunks for
+    /// the request are kept for it, ends and aborts are noted.
+    fn pump(&mut self) -> io::Result<()> {
+        loop {
+            let progress = self
+                .core
+                .feed(&self.buf[self.start..self.end])
+                .map_err(protocol_error)?;
+            let consumed_to = self.start + progress.consumed;
+            let idle = progress.consumed == 0 && progress.event.is_none();
+            let id = self.input.request_id;
+            match progress.event {
+                Some(Event::Stdin { request_id, bytes }) if request_id == id => {
+                    self.input
+                        .stdin
+                        .push_back((consumed_to - bytes.len(), consumed_to));
+                }
+                Some(Event::StdinEnd { request_id }) if request_id == id => {
+                    self.input.stdin_done = true
+                }
+                Some(Event::Data { request_id, bytes }) if request_id == id => {
+                    self.input
+                        .data
+                        .push_back((consumed_to - bytes.len(), consumed_to));
+                }
+                Some(Event::DataEnd { request_id }) if request_id == id => {
+                    self.input.data_done = true
+                }
+                Some(Event::Abort { request_id }) if request_id == id => self.input.aborted = true,
+                Some(Event::Begin { output, .. }) => {
+                    // Only with multiplexing, which this runtime does not
+                    // configure; refuse rather than drop it.
+                    let end = self.core.reject(output, ProtocolStatus::Overloaded);
+                    self.stream.write_all(end.as_bytes())?;
+                }
+                Some(_) | None => {}
+            }
+            self.start = consumed_to;
+            self.write_pending()?;
+            if idle || self.core.is_closed() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads the request's `kind` stream into `dst`; 0 at its end.
+    pub(crate) fn read_input(&mut self, kind: Kind, dst: &mut [u8]) -> io::Result<usize> {
+        if dst.is_empty() {
+            return Ok(0);
+        }
+        if kind == Kind::Data {
+            // The data stream follows stdin: whatever stdin is left unread
+            // is skipped.
+            self.skip_stdin()?;
+        }
+        loop {
+            let (queue, done) = match kind {
+                Kind::Stdin => (&mut self.input.stdin, self.input.stdin_done),
+                Kind::Data => (&mut self.input.data, self.input.data_done),
+            };
+            if let Some(range) = queue.front_mut() {
+                let n = (range.1 - range.0).min(dst.len());
+                dst[..n].copy_from_slice(&self.buf[range.0..range.0 + n]);
+                range.0 += n;
+                if range.0 == range.1 {
+                    queue.pop_front();
+                }
+                return Ok(n);
+            }
+            if done {
+                return Ok(0);
+            }
+            self.pump()?;
+            if self.queued(kind) {
+                continue;
+            }
+            if self.input.aborted {
+                // The web server sends no more of an aborted request.
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the web server aborted the request",
+                ));
+            }
+            self.wait_for_input()?;
+        }
+    }
+
+    fn queued(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Stdin => !self.input.stdin.is_empty() || self.input.stdin_done,
+            Kind::Data => !self.input.data.is_empty() || self.input.data_done,
+        }
+    }
+
+    /// Blocks until more bytes arrive, up to the read timeout.
+    fn wait_for_input(&mut self) -> io::Result<()> {
+        if self.core.is_closed() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "FastCGI connection closed",
+            ));
+        }
+        loop {
+            match self.fill()? {
+                Fill::Data => return Ok(()),
+                Fill::Eof => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the web server closed the connection in the middle of the request",
+                    ));
+                }
+                Fill::TimedOut if self.last_data.elapsed() >= self.read_timeout => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the web server sent nothing for the read timeout",
+                    ));
+                }
+                Fill::TimedOut => {}
+            }
+        }
+    }
+
+    fn skip_stdin(&mut self) -> io::Result<()> {
+        while !self.input.stdin_done {
+            self.input.stdin.clear();
+            self.pump()?;
+            if !self.input.stdin_done {
+                self.wait_for_input()?;
+            }
+        }
+        self.input.stdin.clear();
+        Ok(())
+    }
+
+    /// Whether the request was aborted: an ABORT_REQUEST arrived, the web
+    /// server closed the connection, or a write to it failed. Looks at the
+    /// socket without blocking.
+    pub(crate) fn poll_aborted(&mut self) -> bool {
+        if self.input.aborted || self.eof || self.broken {
+            return true;
+        }
+        if self.end < self.buf.len() {
+            match self.stream.read_nonblocking(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.end += n;
+                    self.last_data = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => self.eof = true,
+            }
+        }
+        if self.pump().is_err() {
+            self.eof = true;
+        }
+        self.input.aborted || self.eof || self.broken
+    }
+
+    /// Buffers or writes STDOUT bytes.
+    pub(crate) fn write_stdout(&mut self, output: &mut Output, data: &[u8]) -> io::Result<()> {
+        if self.out.len() + data.len() <= OUT_BUFFER {
+            self.out.extend_from_slice(data);
+            return Ok(());
+        }
+        self.flush_stdout(output)?;
+        if data.len() < OUT_BUFFER {
+            self.out.extend_from_slice(data);
+            Ok(())
+        } else {
+            let frames = output.stdout(data);
+            self.write_frames(frames, &[])
+        }
+    }
+
+    /// Frames and writes the buffered STDOUT bytes.
+    pub(crate) fn flush_stdout(&mut self, output: &mut Output) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let result = self.write_frames(output.stdout(&out), &[]);
+        self.out = out;
+        self.out.clear();
+        result
+    }
+
+    /// Writes STDERR bytes (unbuffered).
+    pub(crate) fn write_stderr(&mut self, output: &mut Output, data: &[u8]) -> io::Result<()> {
+        self.write_frames(output.stderr(data), &[])
+    }
+
+    /// Writes the buffered STDOUT bytes and the request's ending in one
+    /// vectored write; returns whether the connection must close.
+    pub(crate) fn finish(&mut self, mut output: Output, app_status: u32) -> io::Result<bool> {
+        let out = std::mem::take(&mut self.out);
+        let frames = output.stdout(&out);
+        let end = self.core.end_request(output, app_status);
+        self.input.stdin.clear();
+        self.input.data.clear();
+        let result = self.write_frames(frames, end.as_bytes());
+        self.out = out;
+        self.out.clear();
+        result.map(|()| end.close_connection())
+    }
+
+    /// Whether the web server is gone (end of stream or a failed write).
+    pub(crate) fn is_gone(&self) -> bool {
+        self.eof || self.broken
+    }
+
+    /// Closes the connection: management replies out, our side shut, unread
+    /// input drained briefly so the close is not a reset that could cut the
+    /// response the web server is still reading.
+    pub(crate) fn close(mut self) {
+        if !self.broken {
+            let _ = self.write_pending();
+        }
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let mut drained = 0;
+        while drained < READ_BUFFER {
+            match self.stream.read_nonblocking(&mut self.buf) {
+                Ok(n) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        while !self.core.pending_output().is_empty() {
+            let n = match self.stream.write(self.core.pending_output()) {
+                Ok(0) => return Err(self.broke(io::ErrorKind::WriteZero.into())),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => return Err(self.broke(e)),
+            };
+            self.core.advance_output(n);
+        }
+        Ok(())
+    }
+
+    /// Writes `frames` (header, the caller's payload, padding, with no copy)
+    /// followed by `tail`, a few frames per `writev`.
+    fn write_frames<'p>(
+        &mut self,
+        mut frames: impl Iterator<Item = Frame<'p>>,
+        tail: &[u8],
+    ) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the web server is gone",
+            ));
+        }
+        let mut batch: [Option<Frame<'p>>; FRAMES_PER_WRITE] = [None; FRAMES_PER_WRITE];
+        loop {
+            let mut count = 0;
+            for slot in batch.iter_mut() {
+                *slot = frames.next();
+                if slot.is_none() {
+                    break;
+                }
+                count += 1;
+            }
+            let last = count < FRAMES_PER_WRITE;
+            let mut slices: [IoSlice<'_>; 3 * FRAMES_PER_WRITE + 1] =
+                [IoSlice::new(&[]); 3 * FRAMES_PER_WRITE + 1];
+            let mut n = 0;
+            for frame in batch.iter().take(count).flatten() {
+                for part in frame.parts() {
+                    slices[n] = IoSlice::new(part);
+                    n += 1;
+                }
+            }
+            if last {
+                slices[n] = IoSlice::new(tail);
+                n += 1;
+            }
+            let result = write_all_vectored(&mut self.stream, &mut slices[..n]);
+            result.map_err(|e| self.broke(e))?;
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    fn broke(&mut self, error: io::Error) -> io::Error {
+        self.broken = true;
+        error
+    }
+}
+
+impl AsFd for Io {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+/// Writes every byte of `slices`, continuing after partial writes.
+fn write_all_vectored(stream: &mut Stream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A protocol error as an `io::Error` the worker logs before closing.
+fn protocol_error(error: ProtocolError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}

@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![warn(missing_docs)]
+
+mod cgi;
+mod conn;
+mod handler;
+mod listener;
+mod request;
+mod response;
+mod server;
+mod settings;
+
+pub use handler::Handler;
+pub use listener::Listener;
+pub use request::{Data, Request};
+pub use response::{Body, Chunks, Json};
+pub use server::{Server, ServerHandle};
+pub use settings::{Settings, WebServerAddrs};
+
+/// The protocol core this runtime drives (params, roles, the response head).
+pub use simple_fastcgi_core as core;
+pub use simple_fastcgi_core::{Params, Role};

@@ -1,0 +1,335 @@
+//! Listening sockets: fd 0 as the FastCGI spec hands it over, a bound TCP or
+//! Unix address, or any listener the caller already has.
+
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{IpAddr, Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::net::{AddressFamily, SocketType, sockopt};
+
+/// A listening socket the server accepts FastCGI connections on.
+pub struct Listener {
+    kind: ListenerKind,
+    /// A Unix socket path this process created, removed on drop.
+    unlink: Option<PathBuf>,
+}
+
+enum ListenerKind {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// What file descriptor 0 is at startup.
+pub(crate) enum Fd0 {
+    /// A listening socket: serve FastCGI on it (spec 2.2).
+    Listener(Listener),
+    /// Anything else: run once as a CGI program (RFC 3875).
+    NotASocket,
+}
+
+/// One accepted transport connection.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    /// Binds `addr`: `host:port` (`127.0.0.1:9000`, `[::1]:9000`,
+    /// `localhost:9000`) for TCP, or a path (`/run/app.sock`, or
+    /// `unix:relative.sock`) for a Unix socket. A stale Unix socket file that
+    /// nobody listens on is replaced; the file is removed again on drop.
+    pub fn bind(addr: &str) -> io::Result<Listener> {
+        if let Some(path) = addr.strip_prefix("unix:") {
+            return Listener::bind_unix(Path::new(path));
+        }
+        if addr.starts_with('/') || addr.starts_with("./") {
+            return Listener::bind_unix(Path::new(addr));
+        }
+        let addrs: Vec<_> = addr.to_socket_addrs()?.collect();
+        let listener = TcpListener::bind(&addrs[..])?;
+        Ok(Listener {
+            kind: ListenerKind::Tcp(listener),
+            unlink: None,
+        })
+    }
+
+    fn bind_unix(path: &Path) -> io::Result<Listener> {
+        let listener = match UnixListener::bind(path) {
+            Ok(listener) => listener,
+            Err(error) if error.kind() == io::ErrorKind::AddrInUse => {
+                let is_socket =
+                    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+                let stale = is_socket && UnixStream::connect(path).is_err();
+                if !stale {
+                    return Err(error);
+                }
+                std::fs::remove_file(path)?;
+                UnixListener::bind(path)?
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Listener {
+            kind: ListenerKind::Unix(listener),
+            unlink: Some(path.to_path_buf()),
+        })
+    }
+
+    /// Adopts a listening socket (TCP or Unix stream) from a file descriptor,
+    /// such as one passed by a process manager.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
+        if sockopt::socket_type(&fd)? != SocketType::STREAM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a stream socket",
+            ));
+        }
+        if !sockopt::socket_acceptconn(&fd)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket is not listening",
+            ));
+        }
+        let kind = match sockopt::socket_domain(&fd)? {
+            AddressFamily::UNIX => ListenerKind::Unix(UnixListener::from(fd)),
+            AddressFamily::INET | AddressFamily::INET6 => ListenerKind::Tcp(TcpListener::from(fd)),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "listening socket is neither TCP nor Unix",
+                ));
+            }
+        };
+        Ok(Listener { kind, unlink: None })
+    }
+
+    /// Whether connections arrive over TCP (where FCGI_WEB_SERVER_ADDRS
+    /// applies).
+    pub fn is_tcp(&self) -> bool {
+        matches!(self.kind, ListenerKind::Tcp(_))
+    }
+
+    /// The address it listens on, for logs: `127.0.0.1:9000` or
+    /// `unix:/run/app.sock`.
+    pub fn local_addr(&self) -> String {
+        match &self.kind {
+            ListenerKind::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|e| format!("tcp:<{e}>"), |a| a.to_string()),
+            ListenerKind::Unix(l) => match l.local_addr() {
+                Ok(addr) => match addr.as_pathname() {
+                    Some(path) => format!("unix:{}", path.display()),
+                    None => "unix:<unnamed>".to_string(),
+                },
+                Err(e) => format!("unix:<{e}>"),
+            },
+        }
+    }
+
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match &self.kind {
+            ListenerKind::Tcp(l) => l.set_nonblocking(nonblocking),
+            ListenerKind::Unix(l) => l.set_nonblocking(nonblocking),
+        }
+    }
+
+    /// Accepts one connection; the peer's IP for TCP.
+    pub(crate) fn accept(&self) -> io::Result<(Stream, Option<IpAddr>)> {
+        match &self.kind {
+            ListenerKind::Tcp(l) => {
+                let (stream, peer) = l.accept()?;
+                Ok((Stream::Tcp(stream), Some(peer.ip())))
+            }
+            ListenerKind::Unix(l) => {
+                let (stream, _) = l.accept()?;
+                Ok((Stream::Unix(stream), None))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Listener").field(&self.local_addr()).finish()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.kind {
+            ListenerKind::Tcp(l) => l.as_fd(),
+            ListenerKind::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Self {
+        Listener {
+            kind: ListenerKind::Tcp(listener),
+            unlink: None,
+        }
+    }
+}
+
+impl From<UnixListener> for Listener {
+    fn from(listener: UnixListener) -> Self {
+        Listener {
+            kind: ListenerKind::Unix(listener),
+            unlink: None,
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(path) = &self.unlink {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Looks at fd 0 the way the spec says to: a listening socket means FastCGI.
+pub(crate) fn detect_fd0() -> io::Result<Fd0> {
+    let stdin = io::stdin();
+    let fd = stdin.as_fd();
+    let Ok(stat) = rustix::fs::fstat(fd) else {
+        // fd 0 is closed: nothing to listen on, nothing to read.
+        return Ok(Fd0::NotASocket);
+    };
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return Ok(Fd0::NotASocket);
+    }
+    if !sockopt::socket_acceptconn(fd).unwrap_or(false) {
+        // A connected socket (inetd style) is a CGI stdin, not a listener.
+        return Ok(Fd0::NotASocket);
+    }
+    Ok(Fd0::Listener(Listener::from_fd(fd.try_clone_to_owned()?)?))
+}
+
+impl Stream {
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    pub(crate) fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(timeout),
+            Stream::Unix(s) => s.set_write_timeout(timeout),
+        }
+    }
+
+    pub(crate) fn set_nodelay(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nodelay(true),
+            Stream::Unix(_) => Ok(()),
+        }
+    }
+
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    /// Reads what is available now without blocking: `Ok(0)` is end of
+    /// stream, `WouldBlock` means nothing is there.
+    pub(crate) fn read_nonblocking(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(rustix::net::recv(self, buf, rustix::net::RecvFlags::DONTWAIT)?.0)
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_tcp_and_unix() {
+        let tcp = Listener::bind("127.0.0.1:0").unwrap();
+        assert!(tcp.is_tcp());
+        assert!(tcp.local_addr().starts_with("127.0.0.1:"));
+
+        let dir = std::env::temp_dir().join(format!("sfcgi-listener-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.sock");
+        let unix = Listener::bind(path.to_str().unwrap()).unwrap();
+        assert!(!unix.is_tcp());
+        assert_eq!(unix.local_addr(), format!("unix:{}", path.display()));
+        // In use by a live listener: refused.
+        assert_eq!(
+            Listener::bind(path.to_str().unwrap()).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        drop(unix);
+        assert!(!path.exists(), "removed on drop");
+
+        // A stale socket file (nobody listening) is replaced.
+        let stale = UnixListener::bind(&path).unwrap();
+        drop(stale);
+        assert!(path.exists());
+        let again = Listener::bind(&format!("unix:{}", path.display())).unwrap();
+        drop(again);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn from_fd_checks_the_socket() {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = Listener::from_fd(OwnedFd::from(tcp)).unwrap();
+        assert!(listener.is_tcp());
+
+        let connected = TcpStream::connect(listener.local_addr()).unwrap();
+        let error = Listener::from_fd(OwnedFd::from(connected)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(Listener::from_fd(OwnedFd::from(file)).is_err());
+    }
+}

@@ -1,0 +1,683 @@
+//! The server: a poller thread that accepts connections and watches idle
+//! ones, and a bounded pool of worker threads that run the handler.
+//!
+//! A connection is either with a worker (bytes are flowing or a handler
+//! runs) or parked with the poller (it waits for the web server). A worker
+//! that finishes a request waits a short [`Settings::linger`] for the next
+//! one on the same connection (one `read`, no hand-off, in steady state),
+//! unless other connections are queued, then parks it. So idle and slow
+//! connections cost no thread, and busy ones cost no extra syscalls.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use simple_fastcgi_core::{Config, Params};
+
+use crate::cgi::{self, CgiIo};
+use crate::conn::{Begun, Fill, Io, Ready};
+use crate::handler::Handler;
+use crate::listener::{self, Fd0, Listener};
+use crate::request::{Backend, Request};
+use crate::settings::Settings;
+
+/// A FastCGI server: the Rust form of the seed's `FcgiServer` and
+/// `FcgiThreadingServer`.
+///
+/// ```no_run
+/// use simple_fastcgi_std::{Request, Server};
+///
+/// fn main() -> std::io::Result<()> {
+///     // On fd 0 as the spec says (spawn-fcgi, lighttpd's bin-path), or as
+///     // a CGI program when fd 0 is not a socket:
+///     let server = Server::new(|req: &mut Request<'_>| {
+///         req.send_response(200, "text/plain", "Hello, world!", &[], false)
+///     })?;
+///     // Or on an address: Server::bind("127.0.0.1:9000", handler)?
+///     server.serve_forever()
+/// }
+/// ```
+pub struct Server<H: Handler> {
+    handler: Arc<H>,
+    mode: Mode,
+    settings: Settings,
+    control: Arc<Control>,
+    wake_rx: UnixStream,
+}
+
+enum Mode {
+    Listen(Listener),
+    Cgi,
+}
+
+/// A cloneable handle to a server, usable from any thread: the seed's
+/// `server` member and `shutdown()`.
+#[derive(Clone)]
+pub struct ServerHandle {
+    control: Arc<Control>,
+}
+
+/// What handles share with the serving threads.
+struct Control {
+    shutdown: Arc<AtomicBool>,
+    wake_tx: UnixStream,
+    fileno: RawFd,
+    local_addr: String,
+}
+
+/// A connection and the request it is serving.
+struct Conn {
+    io: Io,
+    params: Box<Params>,
+    begun: Option<Begun>,
+    served: u64,
+    deadline: Instant,
+}
+
+/// What a worker did with a connection.
+enum Outcome {
+    Park,
+    Close,
+}
+
+/// The state the poller and the workers share while serving.
+struct Pool {
+    settings: Settings,
+    config: Config,
+    queue: Mutex<Queue>,
+    work: Condvar,
+    queued: AtomicUsize,
+    live: AtomicUsize,
+    parked: Mutex<mpsc::Sender<Conn>>,
+}
+
+struct Queue {
+    conns: VecDeque<Conn>,
+    closed: bool,
+}
+
+impl<H: Handler> Server<H> {
+    /// A server on fd 0 (FCGI_LISTENSOCK_FILENO), Unix or TCP, as a web
+    /// server or `spawn-fcgi` starts it. When fd 0 is not a listening
+    /// socket, [`Server::serve_forever`] runs the handler once as a CGI
+    /// program instead. Settings come from [`Settings::from_env`].
+    pub fn new(handler: H) -> io::Result<Server<H>> {
+        let mode = match listener::detect_fd0()? {
+            Fd0::Listener(listener) => Mode::Listen(listener),
+            Fd0::NotASocket => Mode::Cgi,
+        };
+        Server::with_mode(handler, mode)
+    }
+
+    /// A server listening on `addr`: `host:port` for TCP, a path (or
+    /// `unix:path`) for a Unix socket; see [`Listener::bind`].
+    pub fn bind(addr: &str, handler: H) -> io::Result<Server<H>> {
+        Server::with_mode(handler, Mode::Listen(Listener::bind(addr)?))
+    }
+
+    /// A server on a listener the caller has (`TcpListener`, `UnixListener`
+    /// or [`Listener`]).
+    pub fn from_listener(listener: impl Into<Listener>, handler: H) -> io::Result<Server<H>> {
+        Server::with_mode(handler, Mode::Listen(listener.into()))
+    }
+
+    /// A server on a listening socket given as a file descriptor.
+    pub fn from_fd(fd: OwnedFd, handler: H) -> io::Result<Server<H>> {
+        Server::with_mode(handler, Mode::Listen(Listener::from_fd(fd)?))
+    }
+
+    fn with_mode(handler: H, mode: Mode) -> io::Result<Server<H>> {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        let (fileno, local_addr) = match &mode {
+            Mode::Listen(listener) => (listener.as_fd().as_raw_fd(), listener.local_addr()),
+            Mode::Cgi => (-1, "cgi".to_string()),
+        };
+        Ok(Server {
+            handler: Arc::new(handler),
+            mode,
+            settings: Settings::from_env()?,
+            control: Arc::new(Control {
+                shutdown: Arc::new(AtomicBool::new(false)),
+                wake_tx,
+                fileno,
+                local_addr,
+            }),
+            wake_rx,
+        })
+    }
+
+    /// Replaces the settings (before `serve_forever`).
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The settings it serves with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The listening socket's file descriptor; -1 when running as CGI.
+    pub fn fileno(&self) -> RawFd {
+        self.control.fileno
+    }
+
+    /// Whether fd 0 was not a socket, so `serve_forever` runs once as CGI.
+    pub fn is_cgi(&self) -> bool {
+        matches!(self.mode, Mode::Cgi)
+    }
+
+    /// A handle to shut the server down from any thread.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            control: Arc::clone(&self.control),
+        }
+    }
+
+    /// Stops the server: the same as [`ServerHandle::shutdown`].
+    pub fn shutdown(&self) {
+        self.handle().shutdown();
+    }
+
+    /// Serves until shut down (by [`ServerHandle::shutdown`], or SIGTERM,
+    /// SIGINT or SIGUSR1 with [`Settings::handle_signals`]): then stops
+    /// accepting, lets in-flight requests finish (at most
+    /// [`Settings::shutdown_timeout`]) and returns `Ok`. As CGI, serves the
+    /// one request and returns.
+    pub fn serve_forever(&self) -> io::Result<()> {
+        let listener = match &self.mode {
+            Mode::Cgi => return self.serve_cgi(),
+            Mode::Listen(listener) => listener,
+        };
+        let _signals = if self.settings.handle_signals {
+            Some(SignalGuard::install(&self.control)?)
+        } else {
+            None
+        };
+        let (parked_tx, parked_rx) = mpsc::channel();
+        let settings = self.settings.clone();
+        let pool = Arc::new(Pool {
+            config: Config {
+                max_conns: u32::try_from(settings.max_conns).unwrap_or(u32::MAX),
+                max_reqs: u32::try_from(settings.workers).unwrap_or(u32::MAX),
+                multiplex: false,
+                max_reqs_per_conn: 1,
+            },
+            settings,
+            queue: Mutex::new(Queue {
+                conns: VecDeque::new(),
+                closed: false,
+            }),
+            work: Condvar::new(),
+            queued: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+            parked: Mutex::new(parked_tx),
+        });
+        for n in 0..pool.settings.workers.max(1) {
+            let pool = Arc::clone(&pool);
+            let handler = Arc::clone(&self.handler);
+            let handle = self.handle();
+            thread::Builder::new()
+                .name(format!("fcgi-worker-{n}"))
+                .spawn(move || worker(&pool, &*handler, &handle))?;
+        }
+        let result = self.poll(listener, &pool, &parked_rx);
+        let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.closed = true;
+        for conn in queue.conns.drain(..) {
+            conn.io.close();
+        }
+        drop(queue);
+        pool.work.notify_all();
+        result
+    }
+
+    /// The poller: accepts, parks idle connections, dispatches ready ones.
+    fn poll(
+        &self,
+        listener: &Listener,
+        pool: &Pool,
+        parked_rx: &mpsc::Receiver<Conn>,
+    ) -> io::Result<()> {
+        let settings = &pool.settings;
+        listener.set_nonblocking(true)?;
+        let mut parked: Vec<Conn> = Vec::new();
+        let mut ready: Vec<bool> = Vec::new();
+        let mut draining: Option<Instant> = None;
+        let mut next_service = Instant::now();
+        loop {
+            let now = Instant::now();
+            if draining.is_none() && self.control.shutdown.load(Ordering::SeqCst) {
+                eprintln!(
+                    "simple-fastcgi: shutting down, {} connection(s) open",
+                    pool.live.load(Ordering::SeqCst)
+                );
+                draining = Some(now + settings.shutdown_timeout);
+            }
+            if let Some(deadline) = draining {
+                // Idle connections are closed; the rest may finish.
+                let (keep, idle): (Vec<Conn>, Vec<Conn>) =
+                    parked.drain(..).partition(|conn| conn.begun.is_some());
+                parked = keep;
+                for conn in idle {
+                    close(pool, conn);
+                }
+                if pool.live.load(Ordering::SeqCst) == 0 || now >= deadline {
+                    break;
+                }
+            }
+            if now >= next_service {
+                self.handler.service_actions();
+                next_service = now + settings.service_interval;
+            }
+            let accepting =
+                draining.is_none() && pool.live.load(Ordering::SeqCst) < settings.max_conns;
+            let mut timeout = next_service.saturating_duration_since(now);
+            for conn in &parked {
+                timeout = timeout.min(conn.deadline.saturating_duration_since(now));
+            }
+            if draining.is_some() {
+                timeout = timeout.min(Duration::from_millis(100));
+            }
+
+            let mut fds = Vec::with_capacity(2 + parked.len());
+            fds.push(PollFd::new(&self.wake_rx, PollFlags::IN));
+            if accepting {
+                fds.push(PollFd::new(listener, PollFlags::IN));
+            }
+            for conn in &parked {
+                fds.push(PollFd::new(&conn.io, PollFlags::IN));
+            }
+            let timespec = Timespec::try_from(timeout).unwrap_or(Timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            });
+            match rustix::event::poll(&mut fds, Some(&timespec)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(error) => return Err(error.into()),
+            }
+            let listener_ready = accepting && !fds[1].revents().is_empty();
+            let first_parked = if accepting { 2 } else { 1 };
+            ready.clear();
+            ready.extend(
+                fds[first_parked..]
+                    .iter()
+                    .map(|fd| !fd.revents().is_empty()),
+            );
+            drop(fds);
+
+            let mut drain = [0u8; 64];
+            while matches!((&self.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
+
+            // Dispatch parked connections with bytes (or an end) to read,
+            // close the expired ones.
+            let now = Instant::now();
+            for index in (0..parked.len()).rev() {
+                if ready.get(index).copied().unwrap_or(false) {
+                    dispatch(pool, parked.swap_remove(index));
+                } else if parked[index].deadline <= now {
+                    let conn = parked.swap_remove(index);
+                    close(pool, conn);
+                }
+            }
+            while let Ok(conn) = parked_rx.try_recv() {
+                if draining.is_some() && conn.begun.is_none() {
+                    close(pool, conn);
+                } else {
+                    parked.push(conn);
+                }
+            }
+            if listener_ready {
+                self.accept(listener, pool);
+            }
+        }
+        for conn in parked.drain(..) {
+            close(pool, conn);
+        }
+        Ok(())
+    }
+
+    fn accept(&self, listener: &Listener, pool: &Pool) {
+        let settings = &pool.settings;
+        loop {
+            let (stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(error) => {
+                    // Out of descriptors or memory: try again on the next wake.
+                    eprintln!("simple-fastcgi: accept failed: {error}");
+                    return;
+                }
+            };
+            if pool.live.load(Ordering::SeqCst) >= settings.max_conns {
+                // Over the limit: a clean close, not a hang.
+                drop(stream);
+                continue;
+            }
+            if let (Some(allowed), Some(ip)) = (&settings.web_server_addrs, peer) {
+                if !allowed.allows(ip) {
+                    eprintln!(
+                        "simple-fastcgi: refused a connection from {ip}: not in FCGI_WEB_SERVER_ADDRS"
+                    );
+                    drop(stream);
+                    continue;
+                }
+            }
+            match Io::new(
+                stream,
+                pool.config,
+                settings.linger,
+                settings.read_timeout,
+                settings.write_timeout,
+            ) {
+                Ok(io) => {
+                    pool.live.fetch_add(1, Ordering::SeqCst);
+                    dispatch(
+                        pool,
+                        Conn {
+                            io,
+                            params: Box::default(),
+                            begun: None,
+                            served: 0,
+                            deadline: Instant::now(),
+                        },
+                    );
+                }
+                Err(error) => eprintln!("simple-fastcgi: cannot set up a connection: {error}"),
+            }
+        }
+    }
+
+    /// Runs the handler once as a CGI program.
+    fn serve_cgi(&self) -> io::Result<()> {
+        let mut params: Box<Params> = Box::default();
+        cgi::environ_params(&mut params)?;
+        let mut io = CgiIo::new(&params);
+        let handle = self.handle();
+        let mut req = Request {
+            backend: Backend::Cgi(&mut io),
+            params: &params,
+            server: &handle,
+            role: cgi::role(&params),
+            request_id: 0,
+            keep_conn: false,
+            written: false,
+        };
+        let status = run_handler(&*self.handler, &mut req);
+        io.flush()?;
+        match status {
+            0 => Ok(()),
+            status => Err(io::Error::other(format!(
+                "the handler failed (status {status})"
+            ))),
+        }
+    }
+}
+
+impl ServerHandle {
+    /// Asks the server to stop: it stops accepting, lets in-flight requests
+    /// finish, and `serve_forever` returns. Safe to call from any thread,
+    /// any number of times.
+    pub fn shutdown(&self) {
+        self.control.shutdown.store(true, Ordering::SeqCst);
+        let _ = (&self.control.wake_tx).write(&[1]);
+    }
+
+    /// Whether a shutdown was asked for.
+    pub fn is_shutting_down(&self) -> bool {
+        self.control.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// The listening socket's file descriptor; -1 when running as CGI.
+    pub fn fileno(&self) -> RawFd {
+        self.control.fileno
+    }
+
+    /// The address the server listens on (`127.0.0.1:9000`,
+    /// `unix:/run/app.sock`, or `cgi`).
+    pub fn local_addr(&self) -> &str {
+        &self.control.local_addr
+    }
+}
+
+/// Hands a connection to the workers.
+fn dispatch(pool: &Pool, conn: Conn) {
+    let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
+    if queue.closed {
+        drop(queue);
+        close(pool, conn);
+        return;
+    }
+    queue.conns.push_back(conn);
+    pool.queued.fetch_add(1, Ordering::SeqCst);
+    drop(queue);
+    pool.work.notify_one();
+}
+
+fn close(pool: &Pool, conn: Conn) {
+    conn.io.close();
+    pool.live.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// A worker thread: serves connections from the queue until it closes.
+fn worker<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle) {
+    loop {
+        let mut conn = {
+            let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                if let Some(conn) = queue.conns.pop_front() {
+                    pool.queued.fetch_sub(1, Ordering::SeqCst);
+                    break conn;
+                }
+                if queue.closed {
+                    return;
+                }
+                queue = pool
+                    .work
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        match serve(&mut conn, pool, handler, handle) {
+            Outcome::Park => {
+                let settings = &pool.settings;
+                conn.deadline = match conn.begun {
+                    Some(_) => conn.io.last_data() + settings.read_timeout,
+                    None => Instant::now() + settings.idle_timeout,
+                };
+                let sent = pool
+                    .parked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .send(conn);
+                match sent {
+                    Ok(()) => wake(handle),
+                    Err(mpsc::SendError(conn)) => close(pool, conn),
+                }
+            }
+            Outcome::Close => {
+                let before = pool.live.load(Ordering::SeqCst);
+                close(pool, conn);
+                if before >= pool.settings.max_conns || handle.is_shutting_down() {
+                    wake(handle);
+                }
+            }
+        }
+    }
+}
+
+fn wake(handle: &ServerHandle) {
+    let _ = (&handle.control.wake_tx).write(&[1]);
+}
+
+/// Serves requests on `conn` while bytes keep coming.
+fn serve<H: Handler>(conn: &mut Conn, pool: &Pool, handler: &H, handle: &ServerHandle) -> Outcome {
+    let settings = &pool.settings;
+    loop {
+        let ready = match conn.io.next_request(&mut conn.params, &mut conn.begun) {
+            Ok(ready) => ready,
+            Err(error) => {
+                eprintln!("simple-fastcgi: closing a connection: {error}");
+                return Outcome::Close;
+            }
+        };
+        match ready {
+            Ready::Request => {
+                let Some(begun) = conn.begun.take() else {
+                    continue;
+                };
+                let close = match run_request(conn, begun, handler, handle) {
+                    Ok(close) => close,
+                    Err(error) => {
+                        if !conn.io.is_gone() {
+                            eprintln!("simple-fastcgi: closing a connection: {error}");
+                        }
+                        true
+                    }
+                };
+                conn.served += 1;
+                let limit = settings
+                    .max_requests_per_conn
+                    .is_some_and(|max| conn.served >= max);
+                if close || limit || handle.is_shutting_down() || conn.io.is_gone() {
+                    return Outcome::Close;
+                }
+            }
+            Ready::Closed => return Outcome::Close,
+            Ready::NeedInput => {
+                if handle.is_shutting_down() && conn.begun.is_none() && !conn.io.has_buffered() {
+                    return Outcome::Close;
+                }
+                if pool.queued.load(Ordering::SeqCst) > 0 {
+                    // Others are waiting for a worker: do not linger.
+                    return Outcome::Park;
+                }
+                match conn.io.fill() {
+                    Ok(Fill::Data) => {}
+                    Ok(Fill::Eof) | Err(_) => return Outcome::Close,
+                    Ok(Fill::TimedOut) => return Outcome::Park,
+                }
+            }
+        }
+    }
+}
+
+/// Runs one request whose params are complete; returns whether the
+/// connection must close afterwards.
+fn run_request<H: Handler>(
+    conn: &mut Conn,
+    begun: Begun,
+    handler: &H,
+    handle: &ServerHandle,
+) -> io::Result<bool> {
+    let Begun {
+        request_id,
+        role,
+        keep_conn,
+        mut output,
+        params_error,
+        aborted,
+    } = begun;
+    let Conn { io, params, .. } = conn;
+    if aborted {
+        // Aborted before its handler started: end it now (spec 5.4).
+        return io.finish(output, 0);
+    }
+    io.start_request(request_id);
+    let mut req = Request {
+        backend: Backend::Fcgi {
+            io,
+            output: &mut output,
+        },
+        params,
+        server: handle,
+        role,
+        request_id,
+        keep_conn,
+        written: false,
+    };
+    let app_status = match params_error {
+        Some(error) => {
+            eprintln!("simple-fastcgi: request {request_id} refused: {error}");
+            req.send_response(error.http_status(), "", (), &[], false)?;
+            1
+        }
+        None => run_handler(handler, &mut req),
+    };
+    io.finish(output, app_status)
+}
+
+/// Runs the handler, turning an error or a panic into a 500 (when nothing
+/// was sent yet) and a non-zero app status.
+fn run_handler<H: Handler>(handler: &H, req: &mut Request<'_>) -> u32 {
+    let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(req)));
+    let (status, what) = match outcome {
+        Ok(Ok(())) => return 0,
+        Ok(Err(error)) => (1, format!("failed: {error}")),
+        Err(panic) => (101, format!("panicked: {}", panic_message(&*panic))),
+    };
+    let uri = req.param("REQUEST_URI").unwrap_or("");
+    eprintln!(
+        "simple-fastcgi: the handler for request {} {uri} {what}",
+        req.request_id
+    );
+    if !req.response_sent() && !req.aborted() {
+        req.discard_unsent();
+        let _ = req.send_response(500, "", (), &[], false);
+    }
+    status
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// SIGTERM, SIGINT and SIGUSR1 handlers for the time `serve_forever` runs.
+struct SignalGuard {
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl SignalGuard {
+    fn install(control: &Control) -> io::Result<SignalGuard> {
+        let mut ids = Vec::new();
+        for signal in [
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGUSR1,
+        ] {
+            ids.push(signal_hook::flag::register(
+                signal,
+                Arc::clone(&control.shutdown),
+            )?);
+            ids.push(signal_hook::low_level::pipe::register(
+                signal,
+                control.wake_tx.try_clone()?,
+            )?);
+        }
+        Ok(SignalGuard { ids })
+    }
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}

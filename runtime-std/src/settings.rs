@@ -1,0 +1,194 @@
+//! Every limit and timeout of the server, with its default.
+
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The server's limits and timeouts. Every field has a documented default
+/// ([`Settings::default`]); change the ones you need:
+///
+/// ```
+/// use std::time::Duration;
+/// use simple_fastcgi_std::Settings;
+///
+/// let settings = Settings {
+///     workers: 64,
+///     read_timeout: Duration::from_secs(10),
+///     ..Settings::default()
+/// };
+/// # let _ = settings;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Worker threads, each running one handler at a time: the most requests
+    /// served at once (reported as FCGI_MAX_REQS). Connections with a request
+    /// ready beyond that wait in a queue; idle connections hold no worker.
+    /// Default: 4 × the available cores, at least 16.
+    pub workers: usize,
+    /// The most open transport connections (reported as FCGI_MAX_CONNS).
+    /// A connection accepted beyond this is closed at once. Default: 1024.
+    pub max_conns: usize,
+    /// How long a request may wait for the web server's next bytes (params,
+    /// body) before it fails with a timeout. Default: 30 s.
+    pub read_timeout: Duration,
+    /// How long a write may block on a web server that does not read.
+    /// Default: 30 s.
+    pub write_timeout: Duration,
+    /// How long a kept connection may stay idle between requests before it is
+    /// closed. Longer than nginx's default upstream `keepalive_timeout` (60 s)
+    /// so that the web server, not the application, closes idle connections.
+    /// Default: 75 s.
+    pub idle_timeout: Duration,
+    /// How long a worker waits on its connection for the next request before
+    /// handing the connection back to the poller (it does not wait at all
+    /// when other connections are queued). Default: 50 ms.
+    pub linger: Duration,
+    /// Requests served on one connection before the server closes it after
+    /// the last one's END_REQUEST; `None` for no limit. Default: `None`.
+    pub max_requests_per_conn: Option<u64>,
+    /// After SIGTERM, SIGINT, SIGUSR1 or [`ServerHandle::shutdown`], how
+    /// long in-flight requests may take to finish before `serve_forever`
+    /// returns anyway. Default: 30 s.
+    ///
+    /// [`ServerHandle::shutdown`]: crate::ServerHandle::shutdown
+    pub shutdown_timeout: Duration,
+    /// How often `serve_forever` calls [`Handler::service_actions`] at the
+    /// least. Default: 500 ms.
+    ///
+    /// [`Handler::service_actions`]: crate::Handler::service_actions
+    pub service_interval: Duration,
+    /// Install handlers for SIGTERM, SIGINT and SIGUSR1 that shut the server
+    /// down gracefully while `serve_forever` runs. Default: true.
+    pub handle_signals: bool,
+    /// The web servers allowed to connect over TCP (the spec's
+    /// FCGI_WEB_SERVER_ADDRS); `None` allows any. Default: read from the
+    /// `FCGI_WEB_SERVER_ADDRS` environment variable by [`Settings::from_env`].
+    pub web_server_addrs: Option<WebServerAddrs>,
+}
+
+/// An allow-list of web server IP addresses (spec 3.2): a comma-separated
+/// list of IPv4 and IPv6 addresses, such as
+/// `FCGI_WEB_SERVER_ADDRS=199.170.183.28,::1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebServerAddrs {
+    addrs: Vec<IpAddr>,
+}
+
+impl Settings {
+    /// The defaults, with `web_server_addrs` from the environment. Fails if
+    /// `FCGI_WEB_SERVER_ADDRS` is set but not a valid list: an allow-list that
+    /// cannot be read must not turn into "allow everyone".
+    pub fn from_env() -> io::Result<Settings> {
+        Ok(Settings {
+            web_server_addrs: WebServerAddrs::from_env()?,
+            ..Settings::default()
+        })
+    }
+}
+
+impl Default for Settings {
+    /// The documented defaults; `web_server_addrs` is `None` here (see
+    /// [`Settings::from_env`]).
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Settings {
+            workers: (4 * cores).max(16),
+            max_conns: 1024,
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            linger: Duration::from_millis(50),
+            max_requests_per_conn: None,
+            shutdown_timeout: Duration::from_secs(30),
+            service_interval: Duration::from_millis(500),
+            handle_signals: true,
+            web_server_addrs: None,
+        }
+    }
+}
+
+impl WebServerAddrs {
+    /// The environment variable the spec names.
+    pub const ENV: &'static str = "FCGI_WEB_SERVER_ADDRS";
+
+    /// Parses a comma-separated list of IP addresses (spaces around entries
+    /// are allowed; empty entries are not).
+    pub fn parse(list: &str) -> io::Result<WebServerAddrs> {
+        let addrs = list
+            .split(',')
+            .map(|entry| {
+                let entry = entry.trim();
+                entry
+                    .parse::<IpAddr>()
+                    .map(|ip| ip.to_canonical())
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("{}: {entry:?} is not an IP address", Self::ENV),
+                        )
+                    })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(WebServerAddrs { addrs })
+    }
+
+    /// Reads `FCGI_WEB_SERVER_ADDRS`; `None` when it is not set.
+    pub fn from_env() -> io::Result<Option<WebServerAddrs>> {
+        match std::env::var(Self::ENV) {
+            Ok(list) => WebServerAddrs::parse(&list).map(Some),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not UTF-8", Self::ENV),
+            )),
+        }
+    }
+
+    /// Whether `peer` may connect. IPv4-mapped IPv6 addresses
+    /// (`::ffff:10.0.0.1`) match their IPv4 form.
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        self.addrs.contains(&peer.to_canonical())
+    }
+
+    /// The addresses.
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.addrs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_spec_example_and_ipv6() {
+        let addrs = WebServerAddrs::parse("199.170.183.28,199.170.183.71").unwrap();
+        assert!(addrs.allows("199.170.183.71".parse().unwrap()));
+        assert!(!addrs.allows("199.170.183.72".parse().unwrap()));
+
+        let addrs = WebServerAddrs::parse(" 127.0.0.1 , ::1,fe80::1").unwrap();
+        assert_eq!(addrs.addrs().len(), 3);
+        assert!(addrs.allows("::1".parse().unwrap()));
+        assert!(
+            addrs.allows("::ffff:127.0.0.1".parse().unwrap()),
+            "mapped IPv4"
+        );
+        assert!(!addrs.allows("::2".parse().unwrap()));
+    }
+
+    #[test]
+    fn refuses_bad_lists() {
+        for bad in ["", "127.0.0.1,", "localhost", "300.1.1.1", "1.2.3.4/24"] {
+            assert!(WebServerAddrs::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let settings = Settings::default();
+        assert!(settings.workers >= 16);
+        assert_eq!(settings.max_conns, 1024);
+        assert!(settings.idle_timeout > Duration::from_secs(60));
+        assert!(settings.web_server_addrs.is_none());
+    }
+}

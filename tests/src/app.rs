@@ -1,0 +1,175 @@
+//! Starting example apps the way web servers do: a listening socket on fd 0.
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use crate::client::Addr;
+
+/// A temporary directory removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// A fresh directory under the system's temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("sfcgi-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir { path }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// An example app running as a child process; killed on drop.
+pub struct App {
+    child: Child,
+    addr: Addr,
+    _dir: Option<TempDir>,
+}
+
+/// The transport an app listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A TCP socket on 127.0.0.1, a free port.
+    Tcp,
+    /// A Unix socket in a temporary directory.
+    Unix,
+}
+
+/// The path of an example binary of `simple-fastcgi-examples`.
+/// `cargo test --workspace` builds them (the examples package has
+/// integration tests); when one is missing, it is built here into a
+/// separate target directory, so this never waits on cargo's lock.
+pub fn example_bin(name: &str) -> PathBuf {
+    let built = target_dir().join(name);
+    if built.exists() {
+        return built;
+    }
+    static BUILD: Once = Once::new();
+    let nested = target_dir().join("examples-for-tests");
+    BUILD.call_once(|| {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "simple-fastcgi-examples",
+                "--bins",
+                "--target-dir",
+            ])
+            .arg(&nested)
+            .status()
+            .expect("run cargo build for the examples");
+        assert!(status.success(), "building the examples failed");
+    });
+    let path = nested.join("debug").join(name);
+    assert!(path.exists(), "example binary {} missing", path.display());
+    path
+}
+
+/// `target/debug` (or `release`): the directory holding the test binary's
+/// `deps` folder.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("target dir").to_path_buf()
+}
+
+impl App {
+    /// Starts example `name` with a listening socket on its fd 0, as
+    /// `spawn-fcgi` does, with extra environment variables.
+    pub fn spawn(name: &str, transport: Transport, env: &[(&str, &str)]) -> App {
+        let (fd, addr, dir): (OwnedFd, Addr, Option<TempDir>) = match transport {
+            Transport::Tcp => {
+                let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+                let addr = listener.local_addr().expect("addr").to_string();
+                (listener.into(), Addr::Tcp(addr), None)
+            }
+            Transport::Unix => {
+                let dir = TempDir::new(name);
+                let path = dir.path().join("app.sock");
+                let listener = UnixListener::bind(&path).expect("bind unix");
+                (listener.into(), Addr::Unix(path), Some(dir))
+            }
+        };
+        let mut command = Command::new(example_bin(name));
+        command
+            .stdin(Stdio::from(fd))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawn example");
+        App {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> &Addr {
+        &self.addr
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `USR1`) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
