@@ -33,6 +33,20 @@ enum_with_unknown! {
     }
 }
 
+impl Role {
+    /// Whether a request in this role has a body to read on FCGI_STDIN.
+    ///
+    /// An Authorizer gets the request's params only (spec 6.3): Apache's
+    /// mod_authnz_fcgi sends no STDIN record at all, and lighttpd sends an
+    /// empty one for requests without a body and none otherwise. A runtime
+    /// starts an Authorizer as soon as its params are complete and gives its
+    /// handler an empty body, instead of waiting for a stream that may
+    /// never come. (A STDIN record that does come is still accepted.)
+    pub const fn has_stdin(self) -> bool {
+        !matches!(self, Role::Authorizer)
+    }
+}
+
 /// The body of an FCGI_BEGIN_REQUEST record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

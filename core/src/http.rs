@@ -15,9 +15,12 @@
 //!   status line as its body ([`encode_default_body`]).
 //! - Header names must be RFC 9110 tokens; values must not hold CR, LF, NUL
 //!   or other control bytes: response splitting is refused with an error.
-//! - Redirects ([`encode_redirect`]) are a `Location` header alone: a local
-//!   path (`/path?query`, which the web server may serve internally) or an
-//!   absolute URL (`https://...`, which it sends to the client as a redirect).
+//! - Redirects ([`encode_redirect`]) are `Status: 302 Found` and `Location`,
+//!   to a local path (`/path?query`) or an absolute URL (`https://...`). A
+//!   bare `Location` (RFC 3875's redirect responses, and the Python seed's)
+//!   is not portable: nginx and lighttpd turn it into a 302, but Apache's
+//!   mod_proxy_fcgi answers `200 OK`, and none of the three performs the
+//!   internal redirect RFC 3875 describes for a local path.
 
 use crate::error::{EncodeError, HttpError};
 
@@ -175,22 +178,24 @@ pub fn encode_default_body(
     Ok(w.finish()?)
 }
 
-/// Writes a redirect: `Location: <target>` and the blank line. `target` is a
-/// local path starting with a single `/`, or an absolute URL with a scheme.
+/// Writes a redirect: `Status: 302 Found`, `Location: <target>` and the
+/// blank line. `target` is a local path starting with a single `/`, or an
+/// absolute URL with a scheme. (Why the status is explicit: see the module
+/// docs.)
 ///
 /// ```
 /// use simple_fastcgi_core::http::encode_redirect;
 ///
 /// let mut buf = [0u8; 64];
 /// let n = encode_redirect(&mut buf, "https://example.com/")?;
-/// assert_eq!(&buf[..n], b"Location: https://example.com/\r\n\r\n");
+/// assert_eq!(&buf[..n], b"Status: 302 Found\r\nLocation: https://example.com/\r\n\r\n");
 /// assert!(encode_redirect(&mut buf, "/ok\r\nSet-Cookie: x").is_err());
 /// # Ok::<(), simple_fastcgi_core::HttpError>(())
 /// ```
 pub fn encode_redirect(out: &mut [u8], target: &str) -> Result<usize, HttpError> {
     check_location(target)?;
     let mut w = Writer::new(out);
-    w.put(b"Location: ");
+    w.put(b"Status: 302 Found\r\nLocation: ");
     w.put(target.as_bytes());
     w.put(b"\r\n\r\n");
     Ok(w.finish()?)
@@ -461,9 +466,15 @@ mod tests {
     fn redirects() {
         let mut buf = [0u8; 128];
         let n = encode_redirect(&mut buf, "/local/path?q=1").unwrap();
-        assert_eq!(&buf[..n], b"Location: /local/path?q=1\r\n\r\n");
+        assert_eq!(
+            &buf[..n],
+            b"Status: 302 Found\r\nLocation: /local/path?q=1\r\n\r\n"
+        );
         let n = encode_redirect(&mut buf, "http://example.com/x").unwrap();
-        assert_eq!(&buf[..n], b"Location: http://example.com/x\r\n\r\n");
+        assert_eq!(
+            &buf[..n],
+            b"Status: 302 Found\r\nLocation: http://example.com/x\r\n\r\n"
+        );
         for ok in [
             "/",
             "https://h/",

@@ -9,6 +9,8 @@
 //! REQUEST_METHOD=GET QUERY_STRING=a=1 cargo run -p simple-fastcgi-examples --bin echo
 //! ```
 
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
 use std::process::ExitCode;
 
 use simple_fastcgi_std::{Handler, Server};
@@ -86,9 +88,92 @@ pub fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Bytes kept in memory up to a limit and in an unlinked temporary file
+/// beyond it: a request body of any size, without holding it all in memory.
+pub struct Spool {
+    memory: Vec<u8>,
+    limit: usize,
+    file: Option<File>,
+}
+
+impl Spool {
+    /// An empty spool that keeps up to `limit` bytes in memory.
+    pub fn new(limit: usize) -> Spool {
+        Spool {
+            memory: Vec::new(),
+            limit,
+            file: None,
+        }
+    }
+
+    /// Writes everything spooled to `out`.
+    pub fn copy_to(&mut self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(&self.memory)?;
+        if let Some(file) = &mut self.file {
+            file.rewind()?;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn spill_file(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("sfcgi-spool-{}-{n}", std::process::id()));
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            // Unlinked at once: the space is freed when the file is closed.
+            std::fs::remove_file(&path)?;
+            self.file = Some(file);
+        }
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("spool file"))
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.file.is_none() && self.memory.len() + data.len() <= self.limit {
+            self.memory.extend_from_slice(data);
+        } else {
+            self.spill_file()?.write_all(data)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spool_spills_to_a_file() {
+        let mut spool = Spool::new(10);
+        spool.write_all(b"0123456789").unwrap();
+        assert!(spool.file.is_none());
+        spool.write_all(b"abc").unwrap();
+        spool.write_all(b"def").unwrap();
+        assert!(spool.file.is_some());
+        let mut out = Vec::new();
+        spool.copy_to(&mut out).unwrap();
+        assert_eq!(out, b"0123456789abcdef");
+    }
 
     #[test]
     fn query_params() {

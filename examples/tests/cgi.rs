@@ -130,3 +130,26 @@ fn authorizer_allows_the_token_holder() {
     assert!(text(&denied).starts_with("Status: 401 Unauthorized\r\n"));
     assert!(text(&denied).contains("WWW-Authenticate: Bearer\r\n"));
 }
+
+#[test]
+fn redirect_sends_302_with_location() {
+    let out = run(
+        env!("CARGO_BIN_EXE_redirect"),
+        &[("QUERY_STRING", "to=%2Fnew%3Fa%3D1")],
+        b"",
+    );
+    assert_eq!(
+        text(&out),
+        "Status: 302 Found\r\nLocation: /new?a=1\r\n\r\n"
+    );
+    let bad = run(
+        env!("CARGO_BIN_EXE_redirect"),
+        &[("QUERY_STRING", "to=%0d%0aSet-Cookie:%20x")],
+        b"",
+    );
+    assert!(
+        text(&bad).starts_with("Status: 400 Bad Request\r\n"),
+        "{}",
+        text(&bad)
+    );
+}

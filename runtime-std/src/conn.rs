@@ -14,6 +14,7 @@ use simple_fastcgi_core::{
 };
 
 use crate::listener::Stream;
+use crate::settings::Settings;
 
 /// Read buffer per connection: a whole record of the largest size fits.
 const READ_BUFFER: usize = 8 + 65535 + 255;
@@ -62,6 +63,7 @@ pub(crate) struct Io {
     pub(crate) out: Vec<u8>,
     input: Input,
     read_timeout: Duration,
+    lingering_close: Duration,
     last_data: Instant,
     /// A write failed: the web server is gone.
     broken: bool,
@@ -79,6 +81,17 @@ struct Input {
     stdin_done: bool,
     data_done: bool,
     aborted: bool,
+    /// The request reads stdin (not an Authorizer).
+    has_stdin: bool,
+    /// The request reads a data stream (a Filter).
+    has_data: bool,
+}
+
+impl Input {
+    /// Whether the web server may still send input for the request.
+    fn open(&self) -> bool {
+        (self.has_stdin && !self.stdin_done) || (self.has_data && !self.data_done)
+    }
 }
 
 /// Which input stream a handler reads.
@@ -89,15 +102,9 @@ pub(crate) enum Kind {
 }
 
 impl Io {
-    pub(crate) fn new(
-        stream: Stream,
-        config: Config,
-        linger: Duration,
-        read_timeout: Duration,
-        write_timeout: Duration,
-    ) -> io::Result<Io> {
-        stream.set_read_timeout(Some(linger.max(Duration::from_millis(1))))?;
-        stream.set_write_timeout(Some(write_timeout))?;
+    pub(crate) fn new(stream: Stream, config: Config, settings: &Settings) -> io::Result<Io> {
+        stream.set_read_timeout(Some(settings.linger.max(Duration::from_millis(1))))?;
+        stream.set_write_timeout(Some(settings.write_timeout))?;
         stream.set_nodelay()?;
         Ok(Io {
             stream,
@@ -111,7 +118,8 @@ impl Io {
                 data: VecDeque::with_capacity(8),
                 ..Input::default()
             },
-            read_timeout,
+            read_timeout: settings.read_timeout,
+            lingering_close: settings.lingering_close,
             last_data: Instant::now(),
             broken: false,
             eof: false,
@@ -194,8 +202,10 @@ impl Io {
     }
 
     /// Prepares the input side for a handler serving `request_id`.
-    pub(crate) fn start_request(&mut self, request_id: u16) {
+    pub(crate) fn start_request(&mut self, request_id: u16, role: Role) {
         self.input.request_id = request_id;
+        self.input.has_stdin = role.has_stdin();
+        self.input.has_data = role == Role::Filter;
         self.input.stdin.clear();
         self.input.data.clear();
         self.input.stdin_done = false;
@@ -467,19 +477,38 @@ impl Io {
         self.eof || self.broken
     }
 
-    /// Closes the connection: management replies out, our side shut, unread
-    /// input drained briefly so the close is not a reset that could cut the
-    /// response the web server is still reading.
+    /// Closes the connection: management replies out, our side shut. When
+    /// the web server may still be sending (a body the handler did not read,
+    /// a record cut short), what it sends is read and dropped until it
+    /// closes, for at most [`Settings::lingering_close`]: closing a socket
+    /// with unread input is a reset, and nginx and Apache then throw away the
+    /// response they are reading (502/503).
     pub(crate) fn close(mut self) {
         if !self.broken {
             let _ = self.write_pending();
         }
         let _ = self.stream.shutdown(Shutdown::Write);
-        let mut drained = 0;
-        while drained < READ_BUFFER {
-            match self.stream.read_nonblocking(&mut self.buf) {
-                Ok(n) if n > 0 => drained += n,
-                _ => break,
+        if self.broken || self.eof {
+            return;
+        }
+        if !(self.input.open() || self.core.is_mid_record()) {
+            // Nothing more is expected; take what may already be there.
+            let _ = self.stream.read_nonblocking(&mut self.buf);
+            return;
+        }
+        let deadline = Instant::now() + self.lingering_close;
+        while Instant::now() < deadline {
+            match self.stream.read(&mut self.buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return,
             }
         }
     }

@@ -14,7 +14,8 @@ use crate::server::ServerHandle;
 /// - [`Request::environ`]: the params (CGI variables), borrowed for the whole
 ///   request, so values can be kept while the body is read.
 /// - `io::Read`: the request body (FCGI_STDIN), streamed as it arrives;
-///   [`Request::read_all`] reads it whole. [`Request::data`] is the Filter
+///   [`Request::read_all`] reads it whole. (Empty for the Authorizer role,
+///   which has no body: see [`Role::has_stdin`].) [`Request::data`] is the Filter
 ///   role's FCGI_DATA stream.
 /// - `io::Write`: the response (FCGI_STDOUT), buffered; `flush` sends what is
 ///   buffered. [`Request::write_err`] writes to FCGI_STDERR.
@@ -143,6 +144,7 @@ impl Read for Request<'_> {
     /// Reads the request body (FCGI_STDIN) as it arrives.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.backend {
+            Backend::Fcgi { .. } if !self.role.has_stdin() => Ok(0),
             Backend::Fcgi { io, .. } => io.read_input(Kind::Stdin, buf),
             Backend::Cgi(cgi) => cgi.read(buf),
         }

@@ -280,8 +280,9 @@ impl<H: Handler> Server<H> {
                 self.handler.service_actions();
                 next_service = now + settings.service_interval;
             }
-            let accepting =
-                draining.is_none() && pool.live.load(Ordering::SeqCst) < settings.max_conns;
+            // Beyond `max_conns` connections are still accepted, and closed
+            // at once: a clean refusal rather than a wait in the backlog.
+            let accepting = draining.is_none();
             let mut timeout = next_service.saturating_duration_since(now);
             for conn in &parked {
                 timeout = timeout.min(conn.deadline.saturating_duration_since(now));
@@ -375,13 +376,7 @@ impl<H: Handler> Server<H> {
                     continue;
                 }
             }
-            match Io::new(
-                stream,
-                pool.config,
-                settings.linger,
-                settings.read_timeout,
-                settings.write_timeout,
-            ) {
+            match Io::new(stream, pool.config, settings) {
                 Ok(io) => {
                     pool.live.fetch_add(1, Ordering::SeqCst);
                     dispatch(
@@ -508,9 +503,8 @@ fn worker<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle) {
                 }
             }
             Outcome::Close => {
-                let before = pool.live.load(Ordering::SeqCst);
                 close(pool, conn);
-                if before >= pool.settings.max_conns || handle.is_shutting_down() {
+                if handle.is_shutting_down() {
                     wake(handle);
                 }
             }
@@ -591,11 +585,11 @@ fn run_request<H: Handler>(
         aborted,
     } = begun;
     let Conn { io, params, .. } = conn;
+    io.start_request(request_id, role);
     if aborted {
         // Aborted before its handler started: end it now (spec 5.4).
         return io.finish(output, 0);
     }
-    io.start_request(request_id);
     let mut req = Request {
         backend: Backend::Fcgi {
             io,

@@ -43,6 +43,11 @@ pub struct Settings {
     /// handing the connection back to the poller (it does not wait at all
     /// when other connections are queued). Default: 50 ms.
     pub linger: Duration,
+    /// When closing a connection while the web server may still be sending
+    /// (a request body the handler did not read), how long to keep reading
+    /// and dropping it, so the close is not a reset that makes the web server
+    /// discard the response (nginx answers 502 then). Default: 5 s.
+    pub lingering_close: Duration,
     /// Requests served on one connection before the server closes it after
     /// the last one's END_REQUEST; `None` for no limit. Default: `None`.
     pub max_requests_per_conn: Option<u64>,
@@ -98,6 +103,7 @@ impl Default for Settings {
             write_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
             linger: Duration::from_millis(50),
+            lingering_close: Duration::from_secs(5),
             max_requests_per_conn: None,
             shutdown_timeout: Duration::from_secs(30),
             service_interval: Duration::from_millis(500),

@@ -15,4 +15,6 @@
 
 pub mod app;
 pub mod client;
+pub mod http;
+pub mod web;
 pub mod wire;

@@ -170,3 +170,14 @@ pub fn nginx_request(request_id: u16, body: &[u8]) -> Vec<u8> {
         .stdin(request_id, body)
         .into_bytes()
 }
+
+/// A test body of `size` bytes whose bytes depend on their position, so a
+/// reordered, dropped or duplicated piece shows.
+pub fn pattern(size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|i| {
+            let bytes = i.to_le_bytes();
+            bytes[0] ^ bytes[1].rotate_left(3) ^ bytes[2]
+        })
+        .collect()
+}

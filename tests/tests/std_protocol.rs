@@ -13,7 +13,7 @@ use simple_fastcgi_core::{ProtocolStatus, RecordType, Role};
 use simple_fastcgi_std::{Request, Server, ServerHandle, Settings};
 use simple_fastcgi_tests::app::{App, Transport};
 use simple_fastcgi_tests::client::{Addr, Client, unknown_type};
-use simple_fastcgi_tests::wire::{Wire, nginx_params};
+use simple_fastcgi_tests::wire::{Wire, nginx_params, pattern};
 
 const HELLO: &[u8] =
     b"Status: 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello, world!";
@@ -161,7 +161,7 @@ fn without_keep_conn_the_app_closes_the_connection() {
 fn input_fed_one_byte_at_a_time() {
     let app = App::spawn("mirror", Transport::Unix, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
-    let body: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let body = pattern(3000);
     let wire = Wire::new()
         .begin(9, Role::Responder, true)
         .stream(
@@ -315,7 +315,7 @@ fn large_bodies_round_trip() {
     let app = App::spawn("mirror", Transport::Unix, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
     for size in [0usize, 1, 65535, 65536, 3 * 1024 * 1024 + 7] {
-        let body: Vec<u8> = (0..size).map(|i| i.to_le_bytes()[0] ^ 0x5a).collect();
+        let body = pattern(size);
         let response = client.request(1, true, &[], &body).unwrap();
         assert_eq!(response.body().len(), size);
         assert!(response.body() == &body[..], "body of {size} bytes differs");
@@ -583,12 +583,18 @@ fn stderr_stream_and_redirects() {
     let response = client
         .request(1, true, &[("TARGET", "/elsewhere?x=1")], b"")
         .unwrap();
-    assert_eq!(response.stdout, b"Location: /elsewhere?x=1\r\n\r\n");
+    assert_eq!(
+        response.stdout,
+        b"Status: 302 Found\r\nLocation: /elsewhere?x=1\r\n\r\n"
+    );
     assert_eq!(response.stderr, b"a warning\n");
     let response = client
         .request(2, true, &[("TARGET", "https://example.com/")], b"")
         .unwrap();
-    assert_eq!(response.stdout, b"Location: https://example.com/\r\n\r\n");
+    assert_eq!(
+        response.stdout,
+        b"Status: 302 Found\r\nLocation: https://example.com/\r\n\r\n"
+    );
     // Header injection is refused: the handler's error becomes a 500.
     let response = client.request(3, true, &[], b"").unwrap();
     assert_eq!(response.status(), 500);

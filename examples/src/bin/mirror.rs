@@ -1,21 +1,23 @@
-//! Streams the request body back as `application/octet-stream`, of any size:
-//! each piece is written as soon as it is read.
+//! Sends the request body back as `application/octet-stream`, of any size.
+//!
+//! The body is read whole before the response starts: nginx stops sending a
+//! request body once it has passed the response head on to the client, so
+//! an app that answers while still reading a large body waits forever. The
+//! body is kept in memory up to 1 MiB and in an unlinked temporary file
+//! beyond, so its size is not limited by memory.
 
-use std::io::{Read, Write};
+use std::io::{self, Write};
 use std::process::ExitCode;
 
+use simple_fastcgi_examples::Spool;
 use simple_fastcgi_std::Request;
 
 fn main() -> ExitCode {
     simple_fastcgi_examples::serve(|req: &mut Request<'_>| {
+        let mut body = Spool::new(1024 * 1024);
+        io::copy(req, &mut body)?;
         req.send_response(200, "application/octet-stream", "", &[], false)?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = req.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            req.write_all(&buf[..n])?;
-        }
+        body.copy_to(req)?;
+        req.flush()
     })
 }

@@ -1,0 +1,24 @@
+//! Redirects to the `to` query parameter (a local path or an absolute URL)
+//! with `send_redirect`; `400` when it is missing or invalid.
+
+use std::process::ExitCode;
+
+use simple_fastcgi_examples::query_param;
+use simple_fastcgi_std::Request;
+
+fn main() -> ExitCode {
+    simple_fastcgi_examples::serve(|req: &mut Request<'_>| {
+        let target = req
+            .param("QUERY_STRING")
+            .and_then(|query| query_param(query, "to"));
+        match target {
+            Some(target) => match req.send_redirect(&target) {
+                Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
+                    req.send_response(400, "", (), &[], false)
+                }
+                other => other,
+            },
+            None => req.send_response(400, "", (), &[], false),
+        }
+    })
+}

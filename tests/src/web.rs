@@ -1,0 +1,417 @@
+//! Real web servers in front of the apps, each started by the test with a
+//! generated configuration in a temporary directory, on free loopback ports,
+//! in the foreground, and stopped on drop.
+//!
+//! The binaries come from Debian's packages (`.ci/run` installs them:
+//! `apt-get install nginx lighttpd apache2 spawn-fcgi`). A test that needs one
+//! that is missing fails and says which package to install.
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::app::{TempDir, example_bin};
+use crate::client::Addr;
+
+/// A running web server.
+pub struct WebServer {
+    name: &'static str,
+    child: Child,
+    port: u16,
+    dir: TempDir,
+    log: PathBuf,
+}
+
+/// An app started by `spawn-fcgi` with its listening socket on fd 0.
+pub struct SpawnFcgi {
+    child: Child,
+    addr: Addr,
+    _dir: TempDir,
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The path of a system binary, or a panic naming the package to install.
+pub fn require(binary: &str, package: &str) -> PathBuf {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ] {
+        let path = Path::new(dir).join(binary);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!(
+        "{binary} is not installed: these tests need it (apt-get install {package}; .ci/run does)"
+    );
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// Makes a directory and its parents reachable by the unprivileged workers
+/// of a web server running as root (Apache refuses to run them as root).
+fn open_up(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777));
+}
+
+impl SpawnFcgi {
+    /// Starts example `name` through `spawn-fcgi -n` on a Unix socket or a
+    /// TCP port, with extra environment variables.
+    pub fn start(name: &str, unix: bool, env: &[(&str, &str)]) -> SpawnFcgi {
+        let spawn = require("spawn-fcgi", "spawn-fcgi");
+        let dir = TempDir::new(&format!("spawn-{name}"));
+        open_up(dir.path());
+        let mut command = Command::new(spawn);
+        command.arg("-n");
+        let addr = if unix {
+            let path = dir.path().join("app.sock");
+            command.arg("-s").arg(&path).args(["-M", "0666"]);
+            Addr::Unix(path)
+        } else {
+            let port = free_port();
+            command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+            Addr::Tcp(format!("127.0.0.1:{port}"))
+        };
+        command.arg("--").arg(example_bin(name));
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("run spawn-fcgi");
+        let mut app = SpawnFcgi {
+            child,
+            addr,
+            _dir: dir,
+        };
+        app.wait_listening();
+        app
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let up = match &self.addr {
+                Addr::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+                Addr::Tcp(addr) => TcpStream::connect(addr).is_ok(),
+            };
+            if up {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("spawn-fcgi exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "spawn-fcgi app did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Where the app listens.
+    pub fn addr(&self) -> &Addr {
+        &self.addr
+    }
+}
+
+impl Drop for SpawnFcgi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WebServer {
+    /// nginx routing each `(prefix, app)` with `fastcgi_pass`,
+    /// `fastcgi_keep_conn` as given (with an upstream `keepalive` pool when
+    /// on). Request bodies up to 64 MiB, buffered as nginx does by default.
+    pub fn nginx(routes: &[(&str, &Addr)], keep_conn: bool) -> WebServer {
+        let nginx = require("nginx", "nginx");
+        let dir = TempDir::new("nginx");
+        let port = free_port();
+        let d = dir.path().display();
+        let keepalive = if keep_conn { "keepalive 8;" } else { "" };
+        let keep = if keep_conn { "on" } else { "off" };
+        let mut upstreams = String::new();
+        let mut locations = String::new();
+        for (n, (prefix, app)) in routes.iter().enumerate() {
+            let server = match app {
+                Addr::Unix(path) => format!("unix:{}", path.display()),
+                Addr::Tcp(addr) => addr.clone(),
+            };
+            let _ = writeln!(
+                upstreams,
+                "    upstream app{n} {{ server {server}; {keepalive} }}"
+            );
+            let _ = write!(
+                locations,
+                "        location ^~ {prefix} {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param DOCUMENT_ROOT {d}/docroot;
+            fastcgi_keep_conn {keep};
+            fastcgi_pass app{n};
+        }}
+"
+            );
+        }
+        // As root, a single process that stays root can reach any socket.
+        let user = if is_root() { "user root root;\n" } else { "" };
+        let conf = format!(
+            "{user}worker_processes 1;
+daemon off;
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    fastcgi_temp_path {d}/fastcgi;
+    proxy_temp_path {d}/proxy;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    client_max_body_size 64m;
+{upstreams}    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root {d}/docroot;
+{locations}    }}
+}}
+"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        std::fs::create_dir_all(dir.path().join("docroot")).expect("docroot");
+        let mut command = Command::new(nginx);
+        command
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"));
+        WebServer::start("nginx", command, port, dir, "error.log")
+    }
+
+    /// lighttpd spawning each example itself (`bin-path`, the listening
+    /// socket on the app's fd 0) for its `(prefix, example)` route, with
+    /// `env` for the apps. A route whose prefix ends in `/protected/` uses
+    /// its app as an Authorizer in front of the document root instead.
+    pub fn lighttpd(routes: &[(&str, &str)], env: &[(&str, &str)]) -> WebServer {
+        let lighttpd = require("lighttpd", "lighttpd");
+        let dir = TempDir::new("lighttpd");
+        let port = free_port();
+        let d = dir.path().display();
+        let env_list: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("\"{k}\" => \"{v}\""))
+            .collect();
+        let mut servers = String::new();
+        for (n, (prefix, name)) in routes.iter().enumerate() {
+            let mode = if prefix.ends_with("/protected/") {
+                format!("\"mode\" => \"authorizer\", \"docroot\" => \"{d}/docroot\",")
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                servers,
+                "    \"{prefix}\" => ((
+        \"socket\" => \"{d}/app{n}.sock\",
+        \"bin-path\" => \"{app}\",
+        \"bin-environment\" => ({env}),
+        \"check-local\" => \"disable\",
+        \"max-procs\" => 1,
+        {mode}
+    )),
+",
+                app = example_bin(name).display(),
+                env = env_list.join(", "),
+            );
+        }
+        let conf = format!(
+            "server.modules = (\"mod_fastcgi\")
+server.document-root = \"{d}/docroot\"
+server.bind = \"127.0.0.1\"
+server.port = {port}
+server.errorlog = \"{d}/error.log\"
+server.pid-file = \"{d}/lighttpd.pid\"
+server.upload-dirs = (\"{d}\")
+server.max-request-size = 65536
+fastcgi.server = (
+{servers})
+"
+        );
+        let conf_path = dir.path().join("lighttpd.conf");
+        std::fs::write(&conf_path, conf).expect("write lighttpd.conf");
+        std::fs::create_dir_all(dir.path().join("docroot")).expect("docroot");
+        let mut command = Command::new(lighttpd);
+        command.arg("-D").arg("-f").arg(&conf_path);
+        WebServer::start("lighttpd", command, port, dir, "error.log")
+    }
+
+    /// Apache 2.4 (event MPM, one process with `-X`) with mod_proxy_fcgi
+    /// forwarding each `(prefix, app)`, with connection reuse
+    /// (`enablereuse=on`) as given. Apache runs its workers as `nobody`, so
+    /// Unix sockets must be world-writable (`SpawnFcgi` makes them so).
+    pub fn apache(routes: &[(&str, &Addr)], reuse: bool) -> WebServer {
+        let apache = require("apache2", "apache2");
+        let dir = TempDir::new("apache");
+        open_up(dir.path());
+        let port = free_port();
+        let d = dir.path().display();
+        let modules = "/usr/lib/apache2/modules";
+        let reuse = if reuse { "on" } else { "off" };
+        let mut proxies = String::new();
+        for (n, (prefix, app)) in routes.iter().enumerate() {
+            // A distinct worker name per app: same-named workers are shared.
+            let target = match app {
+                Addr::Unix(path) => format!("unix:{}|fcgi://app{n}/", path.display()),
+                Addr::Tcp(addr) => format!("fcgi://{addr}/"),
+            };
+            let _ = writeln!(
+                proxies,
+                "ProxyPass \"{prefix}\" \"{target}\" enablereuse={reuse}"
+            );
+        }
+        let conf = format!(
+            "ServerRoot {d}
+ServerName localhost
+Listen 127.0.0.1:{port}
+DefaultRuntimeDir {d}/run
+PidFile {d}/run/apache.pid
+ErrorLog {d}/error.log
+LogLevel warn
+Mutex file:{d}/run default
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule proxy_module {modules}/mod_proxy.so
+LoadModule proxy_fcgi_module {modules}/mod_proxy_fcgi.so
+User nobody
+Group nogroup
+DocumentRoot {d}/docroot
+LimitRequestBody 0
+{proxies}"
+        );
+        let conf_path = dir.path().join("httpd.conf");
+        std::fs::write(&conf_path, conf).expect("write httpd.conf");
+        for sub in ["docroot", "run"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("apache dirs");
+            open_up(&dir.path().join(sub));
+        }
+        let mut command = Command::new(apache);
+        command.arg("-X").arg("-f").arg(&conf_path);
+        WebServer::start("apache", command, port, dir, "error.log")
+    }
+
+    fn start(
+        name: &'static str,
+        mut command: Command,
+        port: u16,
+        dir: TempDir,
+        log: &str,
+    ) -> WebServer {
+        // Its own process group: a web server that signals its group on the
+        // way out (Apache's prefork MPM does) must not hit the test runner.
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let log = dir.path().join(log);
+        let mut server = WebServer {
+            name,
+            child,
+            port,
+            dir,
+            log,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                panic!(
+                    "{} exited ({status}): {stderr}\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start: {}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The HTTP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory the web server's document root lives in
+    /// (`<dir>/docroot`).
+    pub fn docroot(&self) -> PathBuf {
+        self.dir.path().join("docroot")
+    }
+
+    /// The web server's error log, for failure messages.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        // SIGTERM first: lighttpd stops the apps it spawned on the way out.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,222 @@
+//! The std runtime's examples behind real web servers, each started by the
+//! test with a generated configuration: nginx (apps started by spawn-fcgi,
+//! Unix and TCP, fastcgi_keep_conn on and off), lighttpd (spawning the apps
+//! itself with bin-path, the socket on fd 0) and Apache (mod_proxy_fcgi, with
+//! and without connection reuse). Through each: GET with a query and UTF-8,
+//! POST bodies of 0 B, 64 KiB and 16 MiB through `mirror` compared byte for
+//! byte, a streamed directory listing, redirects, many concurrent clients.
+
+use std::collections::BTreeSet;
+use std::thread;
+
+use simple_fastcgi_tests::client::Addr;
+use simple_fastcgi_tests::http::{self, HttpResponse};
+use simple_fastcgi_tests::web::{SpawnFcgi, WebServer};
+use simple_fastcgi_tests::wire::pattern;
+
+/// The apps every front end routes to: (URL prefix, example).
+const APPS: [(&str, &str); 5] = [
+    ("/echo/", "echo"),
+    ("/mirror/", "mirror"),
+    ("/dir/", "dir-listing-sync"),
+    ("/redirect/", "redirect"),
+    ("/hello/", "hello"),
+];
+
+/// Starts every app with spawn-fcgi.
+fn spawn_apps(unix: bool) -> Vec<SpawnFcgi> {
+    APPS.iter()
+        .map(|(_, name)| SpawnFcgi::start(name, unix, &[]))
+        .collect()
+}
+
+fn routes(apps: &[SpawnFcgi]) -> Vec<(&'static str, &Addr)> {
+    APPS.iter()
+        .zip(apps)
+        .map(|((prefix, _), app)| (*prefix, app.addr()))
+        .collect()
+}
+
+fn expect_ok(web: &WebServer, response: std::io::Result<HttpResponse>, what: &str) -> HttpResponse {
+    match response {
+        Ok(response) => response,
+        Err(error) => panic!("{what}: {error}\n{}", web.log_text()),
+    }
+}
+
+/// Everything a front end must carry correctly.
+fn suite(web: &WebServer) {
+    let port = web.port();
+
+    // GET with a query string and UTF-8 in a header.
+    let response = expect_ok(
+        web,
+        http::request(
+            port,
+            "GET",
+            "/echo/path?q=caf%C3%A9&n=1",
+            &[("X-Name", "caf\u{e9} \u{2603}")],
+            b"",
+        ),
+        "GET echo",
+    );
+    assert_eq!(response.status, 200, "{}", web.log_text());
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json"))
+    );
+    let environ: serde_json::Value = serde_json::from_slice(&response.body).expect("JSON environ");
+    assert_eq!(environ["QUERY_STRING"], "q=caf%C3%A9&n=1");
+    assert_eq!(environ["REQUEST_METHOD"], "GET");
+    assert_eq!(environ["HTTP_X_NAME"], "caf\u{e9} \u{2603}");
+
+    // Bodies through mirror, byte for byte.
+    for size in [0, 64 * 1024, 16 * 1024 * 1024] {
+        let body = pattern(size);
+        let response = expect_ok(web, http::post(port, "/mirror/", &body), "POST mirror");
+        assert_eq!(response.status, 200, "{size} bytes: {}", web.log_text());
+        assert_eq!(
+            response.body.len(),
+            size,
+            "{size} bytes: {}",
+            web.log_text()
+        );
+        assert!(
+            response.body == body,
+            "the {size}-byte body came back different"
+        );
+    }
+
+    // A streamed directory listing, and a refused escape.
+    let root = web.docroot();
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("a.txt"), b"abc").unwrap();
+    let response = expect_ok(web, http::get(port, "/dir/?path=/"), "GET dir");
+    assert_eq!(response.status, 200, "{}", web.log_text());
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/x-ndjson"))
+    );
+    let names: BTreeSet<String> = response
+        .text()
+        .lines()
+        .map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).expect("an NDJSON line");
+            entry["name"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert!(
+        names.contains("a.txt") && names.contains("sub"),
+        "{names:?}"
+    );
+    let response = expect_ok(web, http::get(port, "/dir/?path=../.."), "GET dir escape");
+    assert_eq!(response.status, 404);
+
+    // Redirects, local and absolute.
+    for (query, location) in [
+        ("to=/elsewhere%3Fx%3D1", "/elsewhere?x=1"),
+        ("to=https://example.com/y", "https://example.com/y"),
+    ] {
+        let response = expect_ok(
+            web,
+            http::get(port, &format!("/redirect/?{query}")),
+            "GET redirect",
+        );
+        assert_eq!(response.status, 302, "{query}: {}", web.log_text());
+        let got = response.header("location").unwrap_or_default();
+        assert!(got.ends_with(location), "{query}: Location {got}");
+    }
+
+    // Many concurrent clients.
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            thread::spawn(move || {
+                for _ in 0..10 {
+                    let response = http::get(port, "/hello/").expect("GET hello");
+                    assert_eq!(response.status, 200);
+                    assert_eq!(response.body, b"Hello, world!");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a client thread");
+    }
+}
+
+#[test]
+fn nginx_unix_keep_conn() {
+    let apps = spawn_apps(true);
+    suite(&WebServer::nginx(&routes(&apps), true));
+}
+
+#[test]
+fn nginx_unix_without_keep_conn() {
+    let apps = spawn_apps(true);
+    suite(&WebServer::nginx(&routes(&apps), false));
+}
+
+#[test]
+fn nginx_tcp_keep_conn() {
+    let apps = spawn_apps(false);
+    suite(&WebServer::nginx(&routes(&apps), true));
+}
+
+#[test]
+fn nginx_tcp_without_keep_conn() {
+    let apps = spawn_apps(false);
+    suite(&WebServer::nginx(&routes(&apps), false));
+}
+
+#[test]
+fn lighttpd_spawning_apps_on_fd_0() {
+    suite(&WebServer::lighttpd(&APPS, &[]));
+}
+
+#[test]
+fn lighttpd_authorizer() {
+    let web = WebServer::lighttpd(
+        &[("/protected/", "authorizer")],
+        &[("AUTH_TOKEN", "sesame")],
+    );
+    std::fs::create_dir_all(web.docroot().join("protected")).unwrap();
+    std::fs::write(web.docroot().join("protected/secret.txt"), b"the secret").unwrap();
+    let denied = http::get(web.port(), "/protected/secret.txt").unwrap();
+    assert_eq!(denied.status, 401, "{}", web.log_text());
+    assert_eq!(denied.header("www-authenticate"), Some("Bearer"));
+    let allowed = http::request(
+        web.port(),
+        "GET",
+        "/protected/secret.txt",
+        &[("Authorization", "Bearer sesame")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(allowed.status, 200, "{}", web.log_text());
+    assert_eq!(allowed.body, b"the secret");
+    // A request with a body: lighttpd sends the authorizer no STDIN at all.
+    let posted = http::request(
+        web.port(),
+        "POST",
+        "/protected/secret.txt",
+        &[("Authorization", "Bearer sesame")],
+        b"some body",
+    )
+    .unwrap();
+    assert_ne!(posted.status, 401);
+    assert_ne!(posted.status, 500, "{}", web.log_text());
+}
+
+#[test]
+fn apache_unix_with_reuse() {
+    let apps = spawn_apps(true);
+    suite(&WebServer::apache(&routes(&apps), true));
+}
+
+#[test]
+fn apache_tcp_without_reuse() {
+    let apps = spawn_apps(false);
+    suite(&WebServer::apache(&routes(&apps), false));
+}
