@@ -600,3 +600,160 @@ fn stderr_stream_and_redirects() {
     assert_eq!(response.status(), 500);
     assert!(!String::from_utf8_lossy(&response.stdout).contains("Injected"));
 }
+
+#[test]
+fn service_actions_are_called_regularly() {
+    struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+    impl simple_fastcgi_std::Handler for Counting {
+        fn handle(&self, req: &mut Request<'_>) -> std::io::Result<()> {
+            req.send_response(200, "", "ok", &[], false)
+        }
+        fn service_actions(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _server = InProcess::start(
+        Counting(Arc::clone(&calls)),
+        Settings {
+            service_interval: Duration::from_millis(20),
+            ..Settings::default()
+        },
+    );
+    thread::sleep(Duration::from_millis(400));
+    assert!(
+        calls.load(Ordering::SeqCst) >= 5,
+        "{} calls",
+        calls.load(Ordering::SeqCst)
+    );
+}
+
+#[test]
+fn web_server_addrs_over_ipv6() {
+    let start = |allowed: &str| {
+        let listener =
+            TcpListener::bind("[::1]:0").expect("IPv6 loopback (::1) is needed for this test");
+        let addr = Addr::Tcp(listener.local_addr().unwrap().to_string());
+        let settings = Settings {
+            handle_signals: false,
+            web_server_addrs: Some(simple_fastcgi_std::WebServerAddrs::parse(allowed).unwrap()),
+            ..Settings::default()
+        };
+        let server = Server::from_listener(listener, |req: &mut Request<'_>| {
+            req.send_response(200, "", "v6", &[], false)
+        })
+        .unwrap()
+        .with_settings(settings);
+        let handle = server.handle();
+        let thread = thread::spawn(move || server.serve_forever());
+        (addr, handle, thread)
+    };
+    let (addr, handle, thread) = start("::1");
+    let mut client = Client::connect(&addr).unwrap();
+    assert_eq!(client.request(1, false, &[], b"").unwrap().body(), b"v6");
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+
+    let (addr, handle, thread) = start("::2, 127.0.0.1");
+    let mut client = Client::connect(&addr).unwrap();
+    let _ = client.send_wire(
+        &Wire::new()
+            .begin(1, Role::Responder, false)
+            .params(1, &[])
+            .stdin(1, b""),
+    );
+    assert!(client.is_closed_by_peer(), "::1 is not in the list");
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_silent_web_server_cannot_hold_a_request() {
+    let server = InProcess::start(
+        |req: &mut Request<'_>| {
+            let body = req.read_all()?;
+            req.send_response(200, "", body, &[], false)
+        },
+        Settings {
+            read_timeout: Duration::from_millis(300),
+            ..Settings::default()
+        },
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    client
+        .send_wire(
+            &Wire::new()
+                .begin(1, Role::Responder, true)
+                .params(1, &[])
+                .record(RecordType::Stdin, 1, b"then silence"),
+        )
+        .unwrap();
+    let start = Instant::now();
+    let response = client.read_response(1).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(response.status(), 500, "the handler's read timed out");
+    assert_eq!(response.app_status, 1);
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let server = InProcess::start(
+        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
+        Settings {
+            idle_timeout: Duration::from_millis(300),
+            ..Settings::default()
+        },
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    assert_eq!(client.request(1, true, &[], b"").unwrap().body(), b"ok");
+    let start = Instant::now();
+    assert!(client.is_closed_by_peer());
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn max_requests_per_connection() {
+    let server = InProcess::start(
+        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
+        Settings {
+            max_requests_per_conn: Some(3),
+            ..Settings::default()
+        },
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    for id in 1..=3 {
+        assert_eq!(client.request(id, true, &[], b"").unwrap().body(), b"ok");
+    }
+    assert!(client.is_closed_by_peer(), "closed after the third request");
+}
+
+#[test]
+fn connections_beyond_max_conns_are_closed_not_left_waiting() {
+    let server = InProcess::start(
+        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
+        Settings {
+            max_conns: 3,
+            ..Settings::default()
+        },
+    );
+    let mut held: Vec<Client> = (0..3)
+        .map(|_| Client::connect(&server.addr).unwrap())
+        .collect();
+    for client in &mut held {
+        // Each is served, so each is counted.
+        assert_eq!(client.request(1, true, &[], b"").unwrap().body(), b"ok");
+    }
+    let mut extra = Client::connect(&server.addr).unwrap();
+    let start = Instant::now();
+    assert!(extra.is_closed_by_peer());
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // Once one goes away, a new connection is served again.
+    drop(held.pop());
+    thread::sleep(Duration::from_millis(200));
+    let mut again = Client::connect(&server.addr).unwrap();
+    assert_eq!(again.request(1, true, &[], b"").unwrap().body(), b"ok");
+}
