@@ -182,15 +182,15 @@ pub enum Event<'a> {
 /// use simple_fastcgi_core::{BeginRequestBody, Config, Connection, Event, Record, RecordType, Role};
 ///
 /// let mut input = [0u8; 64];
-/// let mut n = BeginRequestBody::new(Role::Responder, false).encode(1, &mut input)?;
-/// n += Record::encode(RecordType::Params, 1, b"\x01\x01AB", &mut input[n..])?;
+/// let mut n = BeginRequestBody::new(Role::Responder, false).encode(1, &mut input).expect("fits");
+/// n += Record::encode(RecordType::Params, 1, b"\x01\x01AB", &mut input[n..]).expect("fits");
 ///
 /// let mut conn: Connection = Connection::new(Config::new());
 /// let progress = conn.feed(&input[..n])?;
 /// assert!(matches!(progress.event, Some(Event::Begin { request_id: 1, .. })));
 /// let progress = conn.feed(&input[progress.consumed..n])?;
 /// assert_eq!(progress.event, Some(Event::Params { request_id: 1, bytes: b"\x01\x01AB" }));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), simple_fastcgi_core::ProtocolError>(())
 /// ```
 #[derive(Debug)]
 pub struct Connection<const REQS: usize = 1> {

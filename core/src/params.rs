@@ -71,7 +71,7 @@ enum State {
 /// let mut wire = [0u8; 64];
 /// let mut n = 0;
 /// for (name, value) in [("REQUEST_METHOD", "GET"), ("QUERY_STRING", "a=1")] {
-///     n += NameValue::new(name.as_bytes(), value.as_bytes()).encode(&mut wire[n..])?;
+///     n += NameValue::new(name.as_bytes(), value.as_bytes()).encode(&mut wire[n..]).expect("fits");
 /// }
 /// let mut params = Params::<1024, 16>::new();
 /// // The stream may be split anywhere, even inside a length.
@@ -80,7 +80,7 @@ enum State {
 /// params.finish()?;
 /// assert_eq!(params.get_str("QUERY_STRING"), Some("a=1"));
 /// assert_eq!(params.len(), 2);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), simple_fastcgi_core::ParamsError>(())
 /// ```
 pub struct Params<
     const BYTES: usize = DEFAULT_PARAMS_BYTES,
