@@ -25,6 +25,7 @@ pub mod name_value;
 pub mod output;
 pub mod params;
 pub mod unknown_type;
+pub mod web_server_addrs;
 
 /// The parser combinator crate the `parse` functions return results of
 /// (`nom::IResult`, `nom::Err::Incomplete`), re-exported so callers match on
@@ -47,3 +48,4 @@ pub use name_value::NameValue;
 pub use output::{EndRequest, Frame, Frames, Output};
 pub use params::{DEFAULT_PARAMS_BYTES, DEFAULT_PARAMS_PAIRS, Params};
 pub use unknown_type::UnknownTypeBody;
+pub use web_server_addrs::{FCGI_WEB_SERVER_ADDRS, WebServerAddrs, WebServerAddrsError};

@@ -17,8 +17,8 @@ pub use listener::Listener;
 pub use request::{Data, Request};
 pub use response::{Body, Chunks, Json};
 pub use server::{Server, ServerHandle};
-pub use settings::{Settings, WebServerAddrs};
+pub use settings::Settings;
 
 /// The protocol core this runtime drives (params, roles, the response head).
 pub use simple_fastcgi_core as core;
-pub use simple_fastcgi_core::{Params, Role};
+pub use simple_fastcgi_core::{Params, Role, WebServerAddrs};

@@ -1,8 +1,9 @@
 //! Every limit and timeout of the server, with its default.
 
 use std::io;
-use std::net::IpAddr;
 use std::time::Duration;
+
+use simple_fastcgi_core::{FCGI_WEB_SERVER_ADDRS, WebServerAddrs};
 
 /// The server's limits and timeouts. Every field has a documented default
 /// ([`Settings::default`]); change the ones you need:
@@ -71,21 +72,13 @@ pub struct Settings {
     pub web_server_addrs: Option<WebServerAddrs>,
 }
 
-/// An allow-list of web server IP addresses (spec 3.2): a comma-separated
-/// list of IPv4 and IPv6 addresses, such as
-/// `FCGI_WEB_SERVER_ADDRS=199.170.183.28,::1`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebServerAddrs {
-    addrs: Vec<IpAddr>,
-}
-
 impl Settings {
     /// The defaults, with `web_server_addrs` from the environment. Fails if
     /// `FCGI_WEB_SERVER_ADDRS` is set but not a valid list: an allow-list that
     /// cannot be read must not turn into "allow everyone".
     pub fn from_env() -> io::Result<Settings> {
         Ok(Settings {
-            web_server_addrs: WebServerAddrs::from_env()?,
+            web_server_addrs: web_server_addrs_from_env()?,
             ..Settings::default()
         })
     }
@@ -113,81 +106,23 @@ impl Default for Settings {
     }
 }
 
-impl WebServerAddrs {
-    /// The environment variable the spec names.
-    pub const ENV: &'static str = "FCGI_WEB_SERVER_ADDRS";
-
-    /// Parses a comma-separated list of IP addresses (spaces around entries
-    /// are allowed; empty entries are not).
-    pub fn parse(list: &str) -> io::Result<WebServerAddrs> {
-        let addrs = list
-            .split(',')
-            .map(|entry| {
-                let entry = entry.trim();
-                entry
-                    .parse::<IpAddr>()
-                    .map(|ip| ip.to_canonical())
-                    .map_err(|_| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidInput,
-                            format!("{}: {entry:?} is not an IP address", Self::ENV),
-                        )
-                    })
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        Ok(WebServerAddrs { addrs })
-    }
-
-    /// Reads `FCGI_WEB_SERVER_ADDRS`; `None` when it is not set.
-    pub fn from_env() -> io::Result<Option<WebServerAddrs>> {
-        match std::env::var(Self::ENV) {
-            Ok(list) => WebServerAddrs::parse(&list).map(Some),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not UTF-8", Self::ENV),
-            )),
-        }
-    }
-
-    /// Whether `peer` may connect. IPv4-mapped IPv6 addresses
-    /// (`::ffff:10.0.0.1`) match their IPv4 form.
-    pub fn allows(&self, peer: IpAddr) -> bool {
-        self.addrs.contains(&peer.to_canonical())
-    }
-
-    /// The addresses.
-    pub fn addrs(&self) -> &[IpAddr] {
-        &self.addrs
+/// Reads `FCGI_WEB_SERVER_ADDRS`; `None` when it is not set.
+pub(crate) fn web_server_addrs_from_env() -> io::Result<Option<WebServerAddrs>> {
+    match std::env::var(FCGI_WEB_SERVER_ADDRS) {
+        Ok(list) => WebServerAddrs::parse(&list)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{FCGI_WEB_SERVER_ADDRS} is not UTF-8"),
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_the_spec_example_and_ipv6() {
-        let addrs = WebServerAddrs::parse("199.170.183.28,199.170.183.71").unwrap();
-        assert!(addrs.allows("199.170.183.71".parse().unwrap()));
-        assert!(!addrs.allows("199.170.183.72".parse().unwrap()));
-
-        let addrs = WebServerAddrs::parse(" 127.0.0.1 , ::1,fe80::1").unwrap();
-        assert_eq!(addrs.addrs().len(), 3);
-        assert!(addrs.allows("::1".parse().unwrap()));
-        assert!(
-            addrs.allows("::ffff:127.0.0.1".parse().unwrap()),
-            "mapped IPv4"
-        );
-        assert!(!addrs.allows("::2".parse().unwrap()));
-    }
-
-    #[test]
-    fn refuses_bad_lists() {
-        for bad in ["", "127.0.0.1,", "localhost", "300.1.1.1", "1.2.3.4/24"] {
-            assert!(WebServerAddrs::parse(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn defaults() {
