@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::process::ExitCode;
 
+use simple_fastcgi_glommio::AsyncServer;
 use simple_fastcgi_std::{Handler, Server};
 
 /// Serves `handler` on the address given as the first argument, or on fd 0
@@ -38,6 +39,42 @@ pub fn serve<H: Handler>(handler: H) -> ExitCode {
             );
         }
         server.serve_forever()
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}: {error}", program());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves async handlers made by `factory` on the glommio runtime: on the
+/// address given as the first argument, or on fd 0 without one.
+pub fn serve_async<F, H>(factory: F) -> ExitCode
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: simple_fastcgi_glommio::Handler,
+{
+    let server = match std::env::args().nth(1) {
+        Some(addr) if addr == "-h" || addr == "--help" => {
+            eprintln!(
+                "usage: {} [ADDRESS]  (host:port or a Unix socket path; default: fd 0)",
+                program()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Some(addr) => AsyncServer::bind(&addr, factory),
+        None => AsyncServer::new(factory),
+    };
+    let result = server.and_then(|server| {
+        eprintln!(
+            "{}: serving FastCGI on {} with {} executor(s)",
+            program(),
+            server.handle().local_addr(),
+            server.settings().executors
+        );
+        server.run()
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,6 +125,70 @@ pub fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The seed's example 2, shared by `dir-listing` and `dir-listing-sync`:
+/// directory entries as NDJSON lines under a document root.
+pub mod listing {
+    use std::fs;
+    use std::path::{Component, Path, PathBuf};
+    use std::time::UNIX_EPOCH;
+
+    use serde_json::{Map, Value, json};
+
+    /// `root/path`, if it is a directory inside `root`. `..` components are
+    /// refused, and the resolved directory (symlinks followed) must lie
+    /// inside the resolved root, so a symlink pointing outside the root is
+    /// refused too. A leading `/` means the root itself.
+    pub fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
+        let relative = Path::new(path.trim_start_matches('/'));
+        if relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return None;
+        }
+        let root = root.canonicalize().ok()?;
+        let dir = root.join(relative).canonicalize().ok()?;
+        (dir.starts_with(&root) && dir.is_dir()).then_some(dir)
+    }
+
+    /// One NDJSON line for a directory entry:
+    /// `{"name":..,"type":"dir"|"file","size":..,"mtime":..}` (`mtime` in
+    /// milliseconds); `None` for entries that are neither files nor
+    /// directories. Size and mtime are left out when they cannot be read.
+    pub fn line(entry: &fs::DirEntry) -> Option<String> {
+        let mut record = Map::new();
+        record.insert(
+            "name".into(),
+            Value::String(entry.file_name().to_string_lossy().into_owned()),
+        );
+        let kind = entry.file_type().ok()?;
+        let kind = if kind.is_dir() {
+            "dir"
+        } else if kind.is_file() {
+            "file"
+        } else {
+            return None;
+        };
+        record.insert("type".into(), json!(kind));
+        if let Ok(meta) = entry.metadata() {
+            record.insert("size".into(), json!(meta.len()));
+            if let Some(since) = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            {
+                record.insert(
+                    "mtime".into(),
+                    json!(u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
+                );
+            }
+        }
+        let mut line = serde_json::to_string(&record).ok()?;
+        line.push('\n');
+        Some(line)
+    }
+}
+
 /// Bytes kept in memory up to a limit and in an unlinked temporary file
 /// beyond it: a request body of any size, without holding it all in memory.
 pub struct Spool {
@@ -121,6 +222,18 @@ impl Spool {
             }
         }
         Ok(())
+    }
+
+    /// A reader over everything spooled, from the start.
+    pub fn reader(&mut self) -> io::Result<impl Read + '_> {
+        if let Some(file) = &mut self.file {
+            file.rewind()?;
+        }
+        let file: Box<dyn Read + '_> = match &mut self.file {
+            Some(file) => Box::new(file),
+            None => Box::new(io::empty()),
+        };
+        Ok(io::Cursor::new(&self.memory[..]).chain(file))
     }
 
     fn spill_file(&mut self) -> io::Result<&mut File> {

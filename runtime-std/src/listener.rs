@@ -131,7 +131,18 @@ impl Listener {
         }
     }
 
-    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+    /// The listening socket on fd 0 (FCGI_LISTENSOCK_FILENO) as the spec
+    /// hands it over, or `None` when fd 0 is not a listening socket (the
+    /// program was started as CGI, or by hand).
+    pub fn fd0() -> io::Result<Option<Listener>> {
+        Ok(match detect_fd0()? {
+            Fd0::Listener(listener) => Some(listener),
+            Fd0::NotASocket => None,
+        })
+    }
+
+    /// Sets `O_NONBLOCK` on the socket (shared by every duplicate of it).
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match &self.kind {
             ListenerKind::Tcp(l) => l.set_nonblocking(nonblocking),
             ListenerKind::Unix(l) => l.set_nonblocking(nonblocking),

@@ -172,6 +172,37 @@ impl Client {
         }
     }
 
+    /// Reads the records of several concurrent (multiplexed) requests until
+    /// each got its END_REQUEST; returns the ids in the order they ended,
+    /// with their responses.
+    pub fn read_responses(&mut self, request_ids: &[u16]) -> io::Result<Vec<(u16, Response)>> {
+        let mut open: Vec<(u16, Response)> = request_ids
+            .iter()
+            .map(|&id| (id, Response::default()))
+            .collect();
+        let mut ended = Vec::new();
+        while !open.is_empty() {
+            let record = self.read_record()?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before END_REQUEST",
+                )
+            })?;
+            let id = record.header.request_id;
+            let index = open
+                .iter()
+                .position(|(open_id, _)| *open_id == id)
+                .ok_or_else(|| {
+                    io::Error::other(format!("record for request {id}, which is not open"))
+                })?;
+            open[index].1.absorb(id, record)?;
+            if open[index].1.protocol_status.is_some() {
+                ended.push(open.swap_remove(index));
+            }
+        }
+        Ok(ended)
+    }
+
     /// Sends one whole request (KEEP_CONN as given) and reads its response.
     pub fn request(
         &mut self,

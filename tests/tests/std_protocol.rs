@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use simple_fastcgi_core::{ProtocolStatus, RecordType, Role};
 use simple_fastcgi_std::{Request, Server, ServerHandle, Settings};
 use simple_fastcgi_tests::app::{App, Transport};
-use simple_fastcgi_tests::client::{Addr, Client, unknown_type};
-use simple_fastcgi_tests::wire::{Wire, nginx_params, pattern};
+use simple_fastcgi_tests::client::{Addr, Client};
+use simple_fastcgi_tests::wire::Wire;
 
-const HELLO: &[u8] =
-    b"Status: 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello, world!";
+mod common;
+
+use common::Runtime;
 
 /// An in-process server on a free TCP port, shut down on drop.
 struct InProcess {
@@ -57,186 +58,6 @@ impl Drop for InProcess {
     }
 }
 
-fn both_transports(test: impl Fn(&App)) {
-    for transport in [Transport::Tcp, Transport::Unix] {
-        let app = App::spawn("hello", transport, &[]);
-        test(&app);
-    }
-}
-
-#[test]
-fn get_values_reports_the_real_limits() {
-    both_transports(|app| {
-        let mut client = Client::connect(app.addr()).unwrap();
-        let values = client
-            .get_values(&[
-                "FCGI_MAX_CONNS",
-                "FCGI_MAX_REQS",
-                "FCGI_MPXS_CONNS",
-                "NOT_A_VARIABLE",
-            ])
-            .unwrap();
-        let workers = Settings::default().workers.to_string();
-        assert_eq!(
-            values,
-            [
-                ("FCGI_MAX_CONNS".to_string(), "1024".to_string()),
-                ("FCGI_MAX_REQS".to_string(), workers),
-                ("FCGI_MPXS_CONNS".to_string(), "0".to_string()),
-            ]
-        );
-        // The connection goes on serving requests.
-        let response = client
-            .request(1, true, &[("REQUEST_METHOD", "GET")], b"")
-            .unwrap();
-        assert_eq!(response.stdout, HELLO);
-    });
-}
-
-#[test]
-fn unknown_management_type_gets_unknown_type() {
-    let app = App::spawn("hello", Transport::Tcp, &[]);
-    let mut client = Client::connect(app.addr()).unwrap();
-    client
-        .send_wire(&Wire::new().record(RecordType::Unknown(0x42), 0, b"?"))
-        .unwrap();
-    let record = client.read_record().unwrap().unwrap();
-    assert_eq!(
-        record.content,
-        [0x42, 0, 0, 0, 0, 0, 0, 0],
-        "{{FCGI_UNKNOWN_TYPE, 0, {{0x42}}}}"
-    );
-    assert_eq!(unknown_type(&record), Some(RecordType::Unknown(0x42)));
-}
-
-#[test]
-fn unknown_role_gets_unknown_role() {
-    let app = App::spawn("hello", Transport::Unix, &[]);
-    let mut client = Client::connect(app.addr()).unwrap();
-    client
-        .send_wire(
-            &Wire::new()
-                .begin(1, Role::Unknown(7), true)
-                .params(1, &[])
-                .stdin(1, b""),
-        )
-        .unwrap();
-    let response = client.read_response(1).unwrap();
-    assert_eq!(response.protocol_status, Some(ProtocolStatus::UnknownRole));
-    assert!(response.stdout.is_empty() && !response.stdout_ended);
-    // Then a normal request on the same connection.
-    let response = client.request(2, true, &[], b"").unwrap();
-    assert_eq!(response.stdout, HELLO);
-}
-
-#[test]
-fn hundreds_of_requests_on_one_kept_connection() {
-    both_transports(|app| {
-        let mut client = Client::connect(app.addr()).unwrap();
-        let params = nginx_params();
-        for i in 0..500u16 {
-            let id = i % 5 + 1;
-            let response = client.request(id, true, &params, b"").unwrap();
-            assert_eq!(response.stdout, HELLO);
-            assert!(response.stdout_ended);
-            assert_eq!(
-                response.protocol_status,
-                Some(ProtocolStatus::RequestComplete)
-            );
-            assert_eq!(response.app_status, 0);
-        }
-    });
-}
-
-#[test]
-fn without_keep_conn_the_app_closes_the_connection() {
-    let app = App::spawn("hello", Transport::Tcp, &[]);
-    let mut client = Client::connect(app.addr()).unwrap();
-    let response = client.request(1, false, &[], b"").unwrap();
-    assert_eq!(response.stdout, HELLO);
-    assert!(client.is_closed_by_peer());
-}
-
-#[test]
-fn input_fed_one_byte_at_a_time() {
-    let app = App::spawn("mirror", Transport::Unix, &[]);
-    let mut client = Client::connect(app.addr()).unwrap();
-    let body = pattern(3000);
-    let wire = Wire::new()
-        .begin(9, Role::Responder, true)
-        .stream(
-            RecordType::Params,
-            9,
-            &simple_fastcgi_tests::wire::encode_pairs(
-                nginx_params()
-                    .iter()
-                    .map(|(n, v)| (n.as_bytes(), v.as_bytes())),
-            ),
-            7,
-        )
-        .stream(RecordType::Stdin, 9, &body, 100);
-    client.send_in_pieces(wire.as_bytes(), 1).unwrap();
-    let response = client.read_response(9).unwrap();
-    assert_eq!(response.body(), &body[..]);
-    assert_eq!(response.app_status, 0);
-}
-
-#[test]
-fn large_params_fit_and_too_large_params_get_431() {
-    let app = App::spawn("echo", Transport::Tcp, &[]);
-    let mut client = Client::connect(app.addr()).unwrap();
-    let cookie = "c".repeat(40 * 1024);
-    let response = client
-        .request(
-            1,
-            true,
-            &[("HTTP_COOKIE", &cookie), ("REQUEST_METHOD", "GET")],
-            b"",
-        )
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let json: serde_json_value::Value = serde_json_value::from_slice(response.body());
-    assert_eq!(json.get("HTTP_COOKIE").map(String::len), Some(cookie.len()));
-
-    let huge = "h".repeat(70 * 1024);
-    let response = client
-        .request(2, true, &[("HTTP_COOKIE", &huge)], b"")
-        .unwrap();
-    assert_eq!(response.status(), 431);
-    assert_eq!(response.body(), b"431 Request Header Fields Too Large\r\n");
-    assert_eq!(response.app_status, 1);
-    // The connection still serves.
-    let response = client
-        .request(3, true, &[("REQUEST_METHOD", "GET")], b"")
-        .unwrap();
-    assert_eq!(response.status(), 200);
-
-    let many: Vec<(String, String)> = (0..300).map(|i| (format!("P{i}"), String::new())).collect();
-    let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let response = client.request(4, true, &many, b"").unwrap();
-    assert_eq!(response.status(), 431);
-}
-
-/// A minimal JSON object reader for flat string maps (the echo app's output).
-mod serde_json_value {
-    use std::collections::HashMap;
-
-    pub(crate) type Value = HashMap<String, String>;
-
-    pub(crate) fn from_slice(bytes: &[u8]) -> Value {
-        let text = std::str::from_utf8(bytes).expect("UTF-8 JSON");
-        let inner = text.trim().trim_start_matches('{').trim_end_matches('}');
-        let mut map = HashMap::new();
-        for entry in inner.split("\",\"") {
-            let entry = entry.trim_matches('"');
-            if let Some((k, v)) = entry.split_once("\":\"") {
-                map.insert(k.to_string(), v.to_string());
-            }
-        }
-        map
-    }
-}
-
 #[test]
 fn second_request_while_one_is_active_gets_cant_mpx_conn() {
     let app = App::spawn("mirror", Transport::Tcp, &[]);
@@ -252,74 +73,6 @@ fn second_request_while_one_is_active_gets_cant_mpx_conn() {
     client.send_wire(&Wire::new().stdin(1, b"one")).unwrap();
     let response = client.read_response(1).unwrap();
     assert_eq!(response.body(), b"one");
-}
-
-#[test]
-fn abort_mid_body_ends_the_request() {
-    let app = App::spawn("mirror", Transport::Unix, &[]);
-    let mut client = Client::connect(app.addr()).unwrap();
-    client
-        .send_wire(
-            &Wire::new()
-                .begin(1, Role::Responder, true)
-                .params(1, &[])
-                .record(RecordType::Stdin, 1, b"partial body"),
-        )
-        .unwrap();
-    thread::sleep(Duration::from_millis(100));
-    client.send_wire(&Wire::new().abort(1)).unwrap();
-    let response = client.read_response(1).unwrap();
-    assert_eq!(
-        response.protocol_status,
-        Some(ProtocolStatus::RequestComplete)
-    );
-    assert_eq!(response.app_status, 1, "the handler's read failed: aborted");
-    // The connection is kept and serves the next request.
-    let response = client.request(2, true, &[], b"next").unwrap();
-    assert_eq!(response.body(), b"next");
-}
-
-#[test]
-fn bad_input_closes_that_connection_and_a_fresh_one_works() {
-    let app = App::spawn("hello", Transport::Tcp, &[]);
-    for garbage in [
-        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
-        &[0x02, 0x01, 0x00, 0x01, 0x00, 0x08, 0x00, 0x00][..],
-        &[
-            0x01, 0x01, 0x00, 0x01, 0x00, 0x07, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0,
-        ][..],
-    ] {
-        let mut bad = Client::connect(app.addr()).unwrap();
-        bad.send(garbage).unwrap();
-        assert!(bad.is_closed_by_peer(), "closed after {garbage:?}");
-        let mut good = Client::connect(app.addr()).unwrap();
-        assert_eq!(good.request(1, false, &[], b"").unwrap().stdout, HELLO);
-    }
-    // Stdin before the params ended, and a truncated header then close.
-    let mut bad = Client::connect(app.addr()).unwrap();
-    bad.send_wire(
-        &Wire::new()
-            .begin(1, Role::Responder, true)
-            .record(RecordType::Stdin, 1, b"x"),
-    )
-    .unwrap();
-    assert!(bad.is_closed_by_peer());
-    let bad = Client::connect(app.addr()).unwrap();
-    drop(bad);
-    let mut good = Client::connect(app.addr()).unwrap();
-    assert_eq!(good.request(1, true, &[], b"").unwrap().stdout, HELLO);
-}
-
-#[test]
-fn large_bodies_round_trip() {
-    let app = App::spawn("mirror", Transport::Unix, &[]);
-    let mut client = Client::connect(app.addr()).unwrap();
-    for size in [0usize, 1, 65535, 65536, 3 * 1024 * 1024 + 7] {
-        let body = pattern(size);
-        let response = client.request(1, true, &[], &body).unwrap();
-        assert_eq!(response.body().len(), size);
-        assert!(response.body() == &body[..], "body of {size} bytes differs");
-    }
 }
 
 #[test]
@@ -391,121 +144,6 @@ fn aborted_is_seen_while_the_handler_does_not_read() {
     let response = client.read_response(1).unwrap();
     assert!(seen.load(Ordering::SeqCst));
     assert_eq!(response.status(), 499);
-}
-
-#[test]
-fn client_gone_mid_response_costs_one_connection() {
-    let app = App::spawn("mirror", Transport::Tcp, &[]);
-    let body = vec![b'z'; 8 * 1024 * 1024];
-    let mut client = Client::connect(app.addr()).unwrap();
-    client
-        .send_wire(
-            &Wire::new()
-                .begin(1, Role::Responder, false)
-                .params(1, &[])
-                .stdin(1, &body),
-        )
-        .unwrap();
-    let _first = client.read_record().unwrap();
-    drop(client);
-    thread::sleep(Duration::from_millis(200));
-    let mut app = app;
-    assert!(app.is_running(), "the process survived the broken pipe");
-    let mut fresh = Client::connect(app.addr()).unwrap();
-    assert_eq!(fresh.request(1, false, &[], b"ok").unwrap().body(), b"ok");
-}
-
-#[test]
-fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
-    for signal in ["TERM", "INT", "USR1"] {
-        let mut app = App::spawn("mirror", Transport::Unix, &[]);
-        let mut client = Client::connect(app.addr()).unwrap();
-        client
-            .send_wire(
-                &Wire::new()
-                    .begin(1, Role::Responder, true)
-                    .params(1, &[])
-                    .record(RecordType::Stdin, 1, b"first half, "),
-            )
-            .unwrap();
-        thread::sleep(Duration::from_millis(200));
-        app.signal(signal);
-        thread::sleep(Duration::from_millis(200));
-        assert!(app.is_running(), "waits for the in-flight request");
-        // New connections are no longer served.
-        client
-            .send_wire(&Wire::new().stdin(1, b"second half"))
-            .unwrap();
-        let response = client.read_response(1).unwrap();
-        assert_eq!(response.body(), b"first half, second half");
-        let status = app
-            .wait_timeout(Duration::from_secs(10))
-            .unwrap()
-            .expect("exits");
-        assert!(status.success(), "SIG{signal}: {status:?}");
-    }
-}
-
-#[test]
-fn web_server_addrs_is_enforced_for_tcp() {
-    let refused = App::spawn(
-        "hello",
-        Transport::Tcp,
-        &[("FCGI_WEB_SERVER_ADDRS", "10.9.8.7,::2")],
-    );
-    let mut client = Client::connect(refused.addr()).unwrap();
-    let _ = client.send_wire(
-        &Wire::new()
-            .begin(1, Role::Responder, false)
-            .params(1, &[])
-            .stdin(1, b""),
-    );
-    assert!(client.is_closed_by_peer(), "127.0.0.1 is not allowed");
-
-    let allowed = App::spawn(
-        "hello",
-        Transport::Tcp,
-        &[("FCGI_WEB_SERVER_ADDRS", "10.9.8.7, 127.0.0.1")],
-    );
-    let mut client = Client::connect(allowed.addr()).unwrap();
-    assert_eq!(client.request(1, false, &[], b"").unwrap().stdout, HELLO);
-
-    let mut invalid = App::spawn(
-        "hello",
-        Transport::Tcp,
-        &[("FCGI_WEB_SERVER_ADDRS", "not-an-ip")],
-    );
-    let status = invalid
-        .wait_timeout(Duration::from_secs(10))
-        .unwrap()
-        .expect("exits");
-    assert!(
-        !status.success(),
-        "an unreadable allow-list is an error, not allow-all"
-    );
-}
-
-#[test]
-fn many_concurrent_clients() {
-    let app = App::spawn("echo", Transport::Tcp, &[]);
-    let addr = app.addr().clone();
-    let threads: Vec<_> = (0..40)
-        .map(|t| {
-            let addr = addr.clone();
-            thread::spawn(move || {
-                let mut client = Client::connect(&addr).unwrap();
-                for i in 0..25 {
-                    let value = format!("{t}-{i}");
-                    let response = client.request(1, true, &[("X", &value)], b"").unwrap();
-                    let text = String::from_utf8_lossy(response.body()).into_owned();
-                    assert!(text.contains(&format!("\"X\":\"{value}\"")), "{text}");
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
 }
 
 #[test]
@@ -756,4 +394,76 @@ fn connections_beyond_max_conns_are_closed_not_left_waiting() {
     thread::sleep(Duration::from_millis(200));
     let mut again = Client::connect(&server.addr).unwrap();
     assert_eq!(again.request(1, true, &[], b"").unwrap().body(), b"ok");
+}
+
+// The suite both runtimes pass (tests/tests/common).
+
+#[test]
+fn get_values_reports_the_real_limits() {
+    common::get_values_reports_the_real_limits(Runtime::Std);
+}
+
+#[test]
+fn unknown_management_type_gets_unknown_type() {
+    common::unknown_management_type_gets_unknown_type(Runtime::Std);
+}
+
+#[test]
+fn unknown_role_gets_unknown_role() {
+    common::unknown_role_gets_unknown_role(Runtime::Std);
+}
+
+#[test]
+fn hundreds_of_requests_on_one_kept_connection() {
+    common::hundreds_of_requests_on_one_kept_connection(Runtime::Std);
+}
+
+#[test]
+fn without_keep_conn_the_app_closes_the_connection() {
+    common::without_keep_conn_the_app_closes_the_connection(Runtime::Std);
+}
+
+#[test]
+fn input_fed_one_byte_at_a_time() {
+    common::input_fed_one_byte_at_a_time(Runtime::Std);
+}
+
+#[test]
+fn large_params_fit_and_too_large_params_get_431() {
+    common::large_params_fit_and_too_large_params_get_431(Runtime::Std);
+}
+
+#[test]
+fn abort_mid_body_ends_the_request() {
+    common::abort_mid_body_ends_the_request(Runtime::Std);
+}
+
+#[test]
+fn bad_input_closes_that_connection_and_a_fresh_one_works() {
+    common::bad_input_closes_that_connection_and_a_fresh_one_works(Runtime::Std);
+}
+
+#[test]
+fn large_bodies_round_trip() {
+    common::large_bodies_round_trip(Runtime::Std);
+}
+
+#[test]
+fn client_gone_mid_response_costs_one_connection() {
+    common::client_gone_mid_response_costs_one_connection(Runtime::Std);
+}
+
+#[test]
+fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
+    common::sigterm_lets_the_in_flight_request_finish_then_exits_0(Runtime::Std);
+}
+
+#[test]
+fn web_server_addrs_is_enforced_for_tcp() {
+    common::web_server_addrs_is_enforced_for_tcp(Runtime::Std);
+}
+
+#[test]
+fn many_concurrent_clients() {
+    common::many_concurrent_clients(Runtime::Std);
 }

@@ -1,5 +1,5 @@
-//! The std runtime's examples behind real web servers, each started by the
-//! test with a generated configuration: nginx (apps started by spawn-fcgi,
+//! The examples of both runtimes behind real web servers, each started by
+//! the test with a generated configuration: nginx (apps started by spawn-fcgi,
 //! Unix and TCP, fastcgi_keep_conn on and off), lighttpd (spawning the apps
 //! itself with bin-path, the socket on fd 0) and Apache (mod_proxy_fcgi, with
 //! and without connection reuse). Through each: GET with a query and UTF-8,
@@ -14,26 +14,35 @@ use simple_fastcgi_tests::http::{self, HttpResponse};
 use simple_fastcgi_tests::web::{SpawnFcgi, WebServer};
 use simple_fastcgi_tests::wire::pattern;
 
-/// The apps every front end routes to: (URL prefix, example).
-const APPS: [(&str, &str); 5] = [
-    ("/echo/", "echo"),
-    ("/mirror/", "mirror"),
-    ("/dir/", "dir-listing-sync"),
-    ("/redirect/", "redirect"),
-    ("/hello/", "hello"),
-];
+mod common;
 
-/// Starts every app with spawn-fcgi.
-fn spawn_apps(unix: bool) -> Vec<SpawnFcgi> {
-    APPS.iter()
-        .map(|(_, name)| SpawnFcgi::start(name, unix, &[]))
+use common::Runtime;
+
+/// The apps every front end routes to: (URL prefix, example) for `rt`.
+fn apps(rt: Runtime) -> Vec<(&'static str, &'static str)> {
+    [
+        ("/echo/", "echo"),
+        ("/mirror/", "mirror"),
+        ("/dir/", "dir-listing"),
+        ("/redirect/", "redirect"),
+        ("/hello/", "hello"),
+    ]
+    .into_iter()
+    .map(|(prefix, name)| (prefix, rt.app(name)))
+    .collect()
+}
+
+/// Starts every app of `rt` with spawn-fcgi.
+fn spawn_apps(rt: Runtime, unix: bool) -> Vec<(&'static str, SpawnFcgi)> {
+    apps(rt)
+        .into_iter()
+        .map(|(prefix, name)| (prefix, SpawnFcgi::start(name, unix, &[])))
         .collect()
 }
 
-fn routes(apps: &[SpawnFcgi]) -> Vec<(&'static str, &Addr)> {
-    APPS.iter()
-        .zip(apps)
-        .map(|((prefix, _), app)| (*prefix, app.addr()))
+fn routes<'a>(apps: &'a [(&'static str, SpawnFcgi)]) -> Vec<(&'static str, &'a Addr)> {
+    apps.iter()
+        .map(|(prefix, app)| (*prefix, app.addr()))
         .collect()
 }
 
@@ -147,36 +156,89 @@ fn suite(web: &WebServer) {
 }
 
 #[test]
-fn nginx_unix_keep_conn() {
-    let apps = spawn_apps(true);
+fn std_nginx_unix_keep_conn() {
+    let apps = spawn_apps(Runtime::Std, true);
     suite(&WebServer::nginx(&routes(&apps), true));
 }
 
 #[test]
-fn nginx_unix_without_keep_conn() {
-    let apps = spawn_apps(true);
+fn std_nginx_unix_without_keep_conn() {
+    let apps = spawn_apps(Runtime::Std, true);
     suite(&WebServer::nginx(&routes(&apps), false));
 }
 
 #[test]
-fn nginx_tcp_keep_conn() {
-    let apps = spawn_apps(false);
+fn std_nginx_tcp_keep_conn() {
+    let apps = spawn_apps(Runtime::Std, false);
     suite(&WebServer::nginx(&routes(&apps), true));
 }
 
 #[test]
-fn nginx_tcp_without_keep_conn() {
-    let apps = spawn_apps(false);
+fn std_nginx_tcp_without_keep_conn() {
+    let apps = spawn_apps(Runtime::Std, false);
     suite(&WebServer::nginx(&routes(&apps), false));
 }
 
 #[test]
-fn lighttpd_spawning_apps_on_fd_0() {
-    suite(&WebServer::lighttpd(&APPS, &[]));
+fn std_lighttpd_spawning_apps_on_fd_0() {
+    suite(&WebServer::lighttpd(&apps(Runtime::Std), &[]));
 }
 
 #[test]
-fn lighttpd_authorizer() {
+fn std_apache_unix_with_reuse() {
+    let apps = spawn_apps(Runtime::Std, true);
+    suite(&WebServer::apache(&routes(&apps), true));
+}
+
+#[test]
+fn std_apache_tcp_without_reuse() {
+    let apps = spawn_apps(Runtime::Std, false);
+    suite(&WebServer::apache(&routes(&apps), false));
+}
+
+#[test]
+fn glommio_nginx_unix_keep_conn() {
+    let apps = spawn_apps(Runtime::Glommio, true);
+    suite(&WebServer::nginx(&routes(&apps), true));
+}
+
+#[test]
+fn glommio_nginx_unix_without_keep_conn() {
+    let apps = spawn_apps(Runtime::Glommio, true);
+    suite(&WebServer::nginx(&routes(&apps), false));
+}
+
+#[test]
+fn glommio_nginx_tcp_keep_conn() {
+    let apps = spawn_apps(Runtime::Glommio, false);
+    suite(&WebServer::nginx(&routes(&apps), true));
+}
+
+#[test]
+fn glommio_nginx_tcp_without_keep_conn() {
+    let apps = spawn_apps(Runtime::Glommio, false);
+    suite(&WebServer::nginx(&routes(&apps), false));
+}
+
+#[test]
+fn glommio_lighttpd_spawning_apps_on_fd_0() {
+    suite(&WebServer::lighttpd(&apps(Runtime::Glommio), &[]));
+}
+
+#[test]
+fn glommio_apache_unix_with_reuse() {
+    let apps = spawn_apps(Runtime::Glommio, true);
+    suite(&WebServer::apache(&routes(&apps), true));
+}
+
+#[test]
+fn glommio_apache_tcp_without_reuse() {
+    let apps = spawn_apps(Runtime::Glommio, false);
+    suite(&WebServer::apache(&routes(&apps), false));
+}
+
+#[test]
+fn std_lighttpd_authorizer() {
     let web = WebServer::lighttpd(
         &[("/protected/", "authorizer")],
         &[("AUTH_TOKEN", "sesame")],
@@ -207,16 +269,4 @@ fn lighttpd_authorizer() {
     .unwrap();
     assert_ne!(posted.status, 401);
     assert_ne!(posted.status, 500, "{}", web.log_text());
-}
-
-#[test]
-fn apache_unix_with_reuse() {
-    let apps = spawn_apps(true);
-    suite(&WebServer::apache(&routes(&apps), true));
-}
-
-#[test]
-fn apache_tcp_without_reuse() {
-    let apps = spawn_apps(false);
-    suite(&WebServer::apache(&routes(&apps), false));
 }

@@ -1,0 +1,603 @@
+//! One connection on one executor.
+//!
+//! A reader task owns the reading side: it reads into 64 KiB blocks, feeds
+//! the core, copies params into each request's arena, and hands body chunks
+//! to requests as ranges of the block they arrived in (no copy: the handler
+//! copies once, from the block into its own buffer). Each request runs as
+//! its own task and writes its own output, whole records at a time, under a
+//! per-connection write lock. Every protocol rule is the core's.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use futures_lite::future::{self, poll_fn};
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+use simple_fastcgi_core::{Config, Connection, Event, Output, Params, ParamsError, Role};
+
+use crate::settings::{MAX_REQS_PER_CONN, Settings};
+
+/// Size of one read block.
+const BLOCK: usize = 64 * 1024;
+
+/// A one-shot wake-up for one waiting task (single-threaded).
+#[derive(Default)]
+pub(crate) struct Signal {
+    fired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Signal {
+    /// Wakes the waiter, or lets its next `wait` return at once.
+    pub(crate) fn notify(&self) {
+        self.fired.set(true);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Waits for the next `notify`.
+    pub(crate) async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.fired.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// One read buffer; shared by the body chunks that point into it.
+pub(crate) struct Block {
+    bytes: Box<[u8]>,
+}
+
+/// A piece of a request body: a range of a block.
+pub(crate) struct Chunk {
+    block: Rc<Block>,
+    start: usize,
+    end: usize,
+}
+
+/// The connection, shared by its reader task and its request tasks.
+pub(crate) struct Conn {
+    stream: RefCell<TcpStream>,
+    write_lock: Semaphore,
+    pub(crate) state: RefCell<State>,
+    /// Wakes the reader: buffer room freed, a request ended, stop asked.
+    pub(crate) wake_reader: Signal,
+    /// Wakes the closing reader when the last request ended.
+    idle: Signal,
+    settings: Rc<Settings>,
+}
+
+/// What the reader and the requests share about the connection.
+pub(crate) struct State {
+    pub(crate) core: Connection<MAX_REQS_PER_CONN>,
+    pub(crate) slots: Vec<Rc<Slot>>,
+    params_pool: Vec<Box<Params>>,
+    out_pool: Vec<Vec<u8>>,
+    served: u64,
+    /// Close once no request is active (limit reached, or shutting down).
+    pub(crate) closing: bool,
+    /// A write failed: the web server is gone.
+    broken: bool,
+}
+
+/// One active request.
+pub(crate) struct Slot {
+    pub(crate) request_id: u16,
+    pub(crate) role: Role,
+    pub(crate) keep_conn: bool,
+    pub(crate) params: RefCell<Option<Box<Params>>>,
+    pub(crate) params_error: Cell<Option<ParamsError>>,
+    /// The PARAMS stream ended.
+    pub(crate) params_done: Cell<bool>,
+    /// The request's task was started.
+    spawned: Cell<bool>,
+    pub(crate) output: RefCell<Option<Output>>,
+    pub(crate) input: RefCell<Input>,
+    /// Wakes the request's task: input arrived, ended, aborted, or gone.
+    pub(crate) signal: Signal,
+    /// Wakes a task waiting for the abort.
+    pub(crate) abort_signal: Signal,
+}
+
+/// A request's input as the reader delivered it.
+#[derive(Default)]
+pub(crate) struct Input {
+    stdin: VecDeque<Chunk>,
+    data: VecDeque<Chunk>,
+    pub(crate) stdin_done: bool,
+    pub(crate) data_done: bool,
+    pub(crate) aborted: bool,
+    /// The connection ended: why reads fail now.
+    pub(crate) gone: Option<io::ErrorKind>,
+}
+
+/// Which input stream a handler reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Stdin,
+    Data,
+}
+
+impl Input {
+    fn open(&self, role: Role) -> bool {
+        self.gone.is_none()
+            && ((role.has_stdin() && !self.stdin_done) || (role == Role::Filter && !self.data_done))
+    }
+}
+
+impl Slot {
+    /// Whether the request still expects input from the web server.
+    pub(crate) fn input_open(&self) -> bool {
+        let input = self.input.borrow();
+        input.gone.is_none() && !input.aborted && (!self.params_done.get() || input.open(self.role))
+    }
+
+    /// Copies the next bytes of the `kind` stream into `buf`; `None` when
+    /// none are buffered.
+    pub(crate) fn take_input(&self, kind: Kind, buf: &mut [u8], conn: &Conn) -> Option<usize> {
+        let mut input = self.input.borrow_mut();
+        let queue = match kind {
+            Kind::Stdin => &mut input.stdin,
+            Kind::Data => &mut input.data,
+        };
+        let chunk = queue.front_mut()?;
+        let n = (chunk.end - chunk.start).min(buf.len());
+        buf[..n].copy_from_slice(&chunk.block.bytes[chunk.start..chunk.start + n]);
+        chunk.start += n;
+        if chunk.start == chunk.end {
+            queue.pop_front();
+            // The block may be free for the reader again.
+            conn.wake_reader.notify();
+        }
+        Some(n)
+    }
+
+    /// Drops the buffered `kind` input.
+    pub(crate) fn drop_input(&self, kind: Kind, conn: &Conn) {
+        let mut input = self.input.borrow_mut();
+        match kind {
+            Kind::Stdin => input.stdin.clear(),
+            Kind::Data => input.data.clear(),
+        }
+        conn.wake_reader.notify();
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, settings: Rc<Settings>) -> Conn {
+        let config = Config {
+            max_conns: u32::try_from(settings.max_conns).unwrap_or(u32::MAX),
+            max_reqs: u32::try_from(settings.max_conns.saturating_mul(if settings.multiplex {
+                settings.max_reqs_per_conn.min(MAX_REQS_PER_CONN)
+            } else {
+                1
+            }))
+            .unwrap_or(u32::MAX),
+            multiplex: settings.multiplex,
+            max_reqs_per_conn: u16::try_from(settings.max_reqs_per_conn).unwrap_or(u16::MAX),
+        };
+        let _ = stream.set_write_timeout(Some(settings.write_timeout));
+        let _ = stream.set_nodelay(true);
+        Conn {
+            stream: RefCell::new(stream),
+            write_lock: Semaphore::new(1),
+            state: RefCell::new(State {
+                core: Connection::new(config),
+                slots: Vec::new(),
+                params_pool: Vec::new(),
+                out_pool: Vec::new(),
+                served: 0,
+                closing: false,
+                broken: false,
+            }),
+            wake_reader: Signal::default(),
+            idle: Signal::default(),
+            settings,
+        }
+    }
+
+    /// Writes `bytes` whole, under the write lock, so records of concurrent
+    /// requests never interleave.
+    pub(crate) async fn write_locked(&self, parts: &[&[u8]]) -> io::Result<()> {
+        if self.state.borrow().broken {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the web server is gone",
+            ));
+        }
+        let _permit = self
+            .write_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        for part in parts {
+            if let Err(error) = self.write_all(part).await {
+                self.state.borrow_mut().broken = true;
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let n = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, bytes))
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf)).await
+    }
+
+    /// A response buffer from the pool: 8 bytes of room for a record header,
+    /// then the payload.
+    pub(crate) fn take_out(&self) -> Vec<u8> {
+        let mut out = self.state.borrow_mut().out_pool.pop().unwrap_or_default();
+        out.clear();
+        out.resize(8, 0);
+        out
+    }
+
+    /// Ends a request: removes its slot, returns its buffers to the pools,
+    /// and tells the reader whether to close.
+    pub(crate) fn finish_slot(
+        &self,
+        slot: &Rc<Slot>,
+        params: Box<Params>,
+        out: Vec<u8>,
+        close: bool,
+    ) {
+        let mut state = self.state.borrow_mut();
+        state.slots.retain(|s| !Rc::ptr_eq(s, slot));
+        state.params_pool.push(params);
+        state.out_pool.push(out);
+        state.served += 1;
+        if close
+            || self
+                .settings
+                .max_requests_per_conn
+                .is_some_and(|max| state.served >= max)
+        {
+            state.closing = true;
+        }
+        drop(state);
+        self.wake_reader.notify();
+        self.idle.notify();
+    }
+
+    /// Whether the connection should close now: asked to and idle.
+    fn should_close(&self) -> bool {
+        let state = self.state.borrow();
+        state.slots.is_empty() && (state.closing || state.core.is_closed())
+    }
+}
+
+/// Spawns the task of a request whose params are complete.
+pub(crate) trait Spawner {
+    /// Runs the request on `slot` as a task of its own.
+    fn spawn(&self, conn: Rc<Conn>, slot: Rc<Slot>);
+}
+
+/// Serves one connection until it closes.
+pub(crate) async fn serve(conn: Rc<Conn>, spawner: &impl Spawner, draining: &Cell<bool>) {
+    let result = read_loop(&conn, spawner, draining).await;
+    let gone = match &result {
+        Ok(()) => io::ErrorKind::ConnectionAborted,
+        Err(error) => {
+            if !matches!(
+                error.kind(),
+                io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+            ) {
+                eprintln!("simple-fastcgi: closing a connection: {error}");
+            }
+            error.kind()
+        }
+    };
+    // Requests whose handler never started (params cut short) end here;
+    // those still running learn that no more input comes.
+    conn.state
+        .borrow_mut()
+        .slots
+        .retain(|slot| slot.spawned.get());
+    let slots: Vec<Rc<Slot>> = conn.state.borrow().slots.clone();
+    let input_open =
+        conn.state.borrow().core.is_mid_record() || slots.iter().any(|s| s.input_open());
+    for slot in &slots {
+        slot.input.borrow_mut().gone.get_or_insert(gone);
+        slot.signal.notify();
+        slot.abort_signal.notify();
+    }
+    drop(slots);
+    while !conn.state.borrow().slots.is_empty() {
+        conn.idle.wait().await;
+    }
+    close(&conn, input_open && result.is_ok()).await;
+}
+
+/// Shuts our side; when the web server may still be sending, reads and
+/// drops what it sends for a while, so the close is not a reset.
+#[allow(
+    clippy::await_holding_refcell_ref,
+    reason = "runs after every request task ended: nothing else borrows the stream"
+)]
+async fn close(conn: &Conn, linger: bool) {
+    let broken = conn.state.borrow().broken;
+    let _ = conn
+        .stream
+        .borrow()
+        .shutdown(std::net::Shutdown::Write)
+        .await;
+    if !linger || broken {
+        return;
+    }
+    let _ = conn
+        .stream
+        .borrow()
+        .set_read_timeout(Some(conn.settings.lingering_close));
+    let mut scratch = [0u8; 4096];
+    let deadline = std::time::Instant::now() + conn.settings.lingering_close;
+    while std::time::Instant::now() < deadline {
+        match conn.read(&mut scratch).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// What ended a wait for input.
+enum Woken {
+    Read(io::Result<usize>),
+    Reader,
+}
+
+/// The reader: reads, feeds the core, routes events, until the connection
+/// closes.
+async fn read_loop(
+    conn: &Rc<Conn>,
+    spawner: &impl Spawner,
+    draining: &Cell<bool>,
+) -> io::Result<()> {
+    let settings = Rc::clone(&conn.settings);
+    let mut current = Rc::new(Block {
+        bytes: vec![0u8; BLOCK].into_boxed_slice(),
+    });
+    let mut retired: Vec<Rc<Block>> = Vec::new();
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut replies: Vec<u8> = Vec::new();
+    let mut timeout: Option<Option<Duration>> = None;
+    loop {
+        // Feed what is buffered until the core needs more.
+        loop {
+            let (idle, ready) = {
+                let mut state = conn.state.borrow_mut();
+                let progress = state
+                    .core
+                    .feed(&current.bytes[start..end])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let consumed_to = start + progress.consumed;
+                let idle = progress.consumed == 0 && progress.event.is_none();
+                let mut ready = None;
+                match progress.event {
+                    Some(Event::Begin {
+                        request_id,
+                        role,
+                        keep_conn,
+                        output,
+                    }) => {
+                        let mut params = state.params_pool.pop().unwrap_or_default();
+                        params.clear();
+                        state.slots.push(Rc::new(Slot {
+                            request_id,
+                            role,
+                            keep_conn,
+                            params: RefCell::new(Some(params)),
+                            params_error: Cell::new(None),
+                            params_done: Cell::new(false),
+                            spawned: Cell::new(false),
+                            output: RefCell::new(Some(output)),
+                            input: RefCell::new(Input::default()),
+                            signal: Signal::default(),
+                            abort_signal: Signal::default(),
+                        }));
+                    }
+                    Some(Event::Params { request_id, bytes }) => {
+                        if let Some(slot) = find(&state.slots, request_id) {
+                            if slot.params_error.get().is_none() {
+                                if let Some(params) = slot.params.borrow_mut().as_mut() {
+                                    slot.params_error.set(params.feed(bytes).err());
+                                }
+                            }
+                        }
+                    }
+                    Some(Event::ParamsEnd { request_id }) => {
+                        if let Some(slot) = find(&state.slots, request_id) {
+                            if slot.params_error.get().is_none() {
+                                if let Some(params) = slot.params.borrow_mut().as_mut() {
+                                    slot.params_error.set(params.finish().err());
+                                }
+                            }
+                            slot.params_done.set(true);
+                            ready = Some(Rc::clone(slot));
+                        }
+                    }
+                    Some(Event::Stdin { request_id, bytes }) => {
+                        if let Some(slot) = find(&state.slots, request_id) {
+                            let chunk = Chunk {
+                                block: Rc::clone(&current),
+                                start: consumed_to - bytes.len(),
+                                end: consumed_to,
+                            };
+                            slot.input.borrow_mut().stdin.push_back(chunk);
+                            slot.signal.notify();
+                        }
+                    }
+                    Some(Event::Data { request_id, bytes }) => {
+                        if let Some(slot) = find(&state.slots, request_id) {
+                            let chunk = Chunk {
+                                block: Rc::clone(&current),
+                                start: consumed_to - bytes.len(),
+                                end: consumed_to,
+                            };
+                            slot.input.borrow_mut().data.push_back(chunk);
+                            slot.signal.notify();
+                        }
+                    }
+                    Some(Event::StdinEnd { request_id }) => {
+                        if let Some(slot) = find(&state.slots, request_id) {
+                            slot.input.borrow_mut().stdin_done = true;
+                            slot.signal.notify();
+                        }
+                    }
+                    Some(Event::DataEnd { request_id }) => {
+                        if let Some(slot) = find(&state.slots, request_id) {
+                            slot.input.borrow_mut().data_done = true;
+                            slot.signal.notify();
+                        }
+                    }
+                    Some(Event::Abort { request_id }) => {
+                        if let Some(slot) = find(&state.slots, request_id) {
+                            slot.input.borrow_mut().aborted = true;
+                            slot.signal.notify();
+                            slot.abort_signal.notify();
+                            if !slot.params_done.get() {
+                                // Aborted before its handler could start: its
+                                // task ends it at once.
+                                ready = Some(Rc::clone(slot));
+                            }
+                        }
+                    }
+                    None => {}
+                }
+                start = consumed_to;
+                replies.extend_from_slice(state.core.pending_output());
+                let n = state.core.pending_output().len();
+                state.core.advance_output(n);
+                (idle, ready)
+            };
+            if let Some(slot) = ready.filter(|slot| !slot.spawned.replace(true)) {
+                spawner.spawn(Rc::clone(conn), slot);
+            }
+            if !replies.is_empty() {
+                conn.write_locked(&[&replies]).await?;
+                replies.clear();
+            }
+            if idle {
+                break;
+            }
+        }
+        if conn.should_close()
+            || (draining.get() && conn.state.borrow().slots.is_empty() && start == end)
+        {
+            return Ok(());
+        }
+
+        // Room to read into: this block (compacted), or another one.
+        if let Some(block) = Rc::get_mut(&mut current) {
+            block.bytes.copy_within(start..end, 0);
+        } else {
+            let next = loop {
+                if let Some(index) = retired.iter().position(|b| Rc::strong_count(b) == 1) {
+                    break retired.swap_remove(index);
+                }
+                if retired.len() + 1 < settings.max_buffers_per_conn.max(1) {
+                    break Rc::new(Block {
+                        bytes: vec![0u8; BLOCK].into_boxed_slice(),
+                    });
+                }
+                // Every block holds body bytes a handler has not read yet.
+                conn.wake_reader.wait().await;
+                if conn.should_close() {
+                    return Ok(());
+                }
+            };
+            let old = std::mem::replace(&mut current, next);
+            if let Some(block) = Rc::get_mut(&mut current) {
+                block.bytes[..end - start].copy_from_slice(&old.bytes[start..end]);
+            }
+            retired.push(old);
+        }
+        end -= start;
+        start = 0;
+
+        // Read, with the timeout that fits: idle between requests, the read
+        // timeout while a request waits for input, none while handlers run.
+        let wanted = {
+            let state = conn.state.borrow();
+            if state.slots.is_empty() {
+                Some(settings.idle_timeout)
+            } else if state.slots.iter().any(|s| s.input_open()) || state.core.is_mid_record() {
+                Some(settings.read_timeout)
+            } else {
+                None
+            }
+        };
+        if timeout != Some(wanted) {
+            let _ = conn.stream.borrow().set_read_timeout(wanted);
+            timeout = Some(wanted);
+        }
+        let Some(block) = Rc::get_mut(&mut current) else {
+            return Err(io::Error::other("read block still shared"));
+        };
+        let buf = &mut block.bytes[end..];
+        let woken = future::or(async { Woken::Read(conn.read(buf).await) }, async {
+            conn.wake_reader.wait().await;
+            Woken::Reader
+        })
+        .await;
+        match woken {
+            Woken::Read(Ok(0)) => {
+                let quiet = conn.state.borrow().slots.is_empty() && start == end;
+                return if quiet {
+                    Ok(())
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the web server closed the connection",
+                    ))
+                };
+            }
+            Woken::Read(Ok(n)) => end += n,
+            Woken::Read(Err(error)) if error.kind() == io::ErrorKind::TimedOut => {
+                let quiet = conn.state.borrow().slots.is_empty() && start == end;
+                return if quiet { Ok(()) } else { Err(error) };
+            }
+            Woken::Read(Err(error)) => return Err(error),
+            Woken::Reader => {}
+        }
+    }
+}
+
+fn find(slots: &[Rc<Slot>], request_id: u16) -> Option<&Rc<Slot>> {
+    slots.iter().find(|slot| slot.request_id == request_id)
+}
+
+/// Waits for `future` at most `timeout`; `None` when it took longer.
+pub(crate) async fn within<T>(timeout: Duration, future: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(future.await) }, async {
+        glommio::timer::sleep(timeout).await;
+        None
+    })
+    .await
+}

@@ -1,0 +1,537 @@
+//! The server: N glommio executors, one per core, each pinned, all
+//! accepting on the same listening socket; a task per connection and one
+//! per request.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::panic::AssertUnwindSafe;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_lite::FutureExt;
+use futures_lite::future;
+use glommio::{LocalExecutorBuilder, Placement};
+use simple_fastcgi_std::Listener;
+
+use crate::conn::{self, Conn, Slot, Spawner, within};
+use crate::handler::Handler;
+use crate::request::Request;
+use crate::settings::Settings;
+
+/// glommio's minimum locked memory per executor (its rings).
+const MEMLOCK_PER_EXECUTOR: u64 = 512 * 1024;
+
+/// Storage I/O memory glommio registers per executor; this server does no
+/// storage I/O, so it asks for glommio's minimum instead of its 10 MiB.
+const IO_MEMORY: usize = 64 * 1024;
+
+/// A thread-per-core FastCGI server on glommio: the Rust form of the seed's
+/// `AsyncFcgiServer`.
+///
+/// ```no_run
+/// use simple_fastcgi_glommio::{AsyncServer, Request};
+///
+/// fn main() -> std::io::Result<()> {
+///     // One handler per executor, made by the factory: it need not be Send.
+///     let server = AsyncServer::new(|| async |req: &mut Request<'_>| {
+///         req.send_response(200, "text/plain", "Hello, world!", &[], false).await
+///     })?;
+///     server.run() // or, inside a glommio executor: server.serve_forever().await
+/// }
+/// ```
+pub struct AsyncServer<F> {
+    inner: Arc<Inner<F>>,
+}
+
+struct Inner<F> {
+    factory: F,
+    listener: Listener,
+    settings: Settings,
+    control: Arc<Control>,
+}
+
+/// A cloneable handle to a server, usable from any thread or executor.
+#[derive(Clone)]
+pub struct ServerHandle {
+    control: Arc<Control>,
+}
+
+struct Control {
+    shutdown: Arc<AtomicBool>,
+    stopped: AtomicBool,
+    live: AtomicUsize,
+    fileno: RawFd,
+    local_addr: String,
+}
+
+/// One executor's serving state.
+struct Exec<H> {
+    handler: H,
+    handle: ServerHandle,
+    draining: Cell<bool>,
+    conns: RefCell<Vec<Weak<Conn>>>,
+    tasks: Cell<usize>,
+    done: conn::Signal,
+}
+
+impl<F, H> AsyncServer<F>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: Handler,
+{
+    /// A server on fd 0 (FCGI_LISTENSOCK_FILENO), Unix or TCP, as a web
+    /// server or `spawn-fcgi` starts it. `factory` makes each executor's
+    /// handler. Settings come from [`Settings::from_env`].
+    pub fn new(factory: F) -> io::Result<AsyncServer<F>> {
+        let listener = Listener::fd0()?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "fd 0 is not a listening socket: start this under a web server or spawn-fcgi, give an address, or use \
+                 simple-fastcgi-std to run as CGI",
+            )
+        })?;
+        AsyncServer::from_listener(listener, factory)
+    }
+
+    /// A server listening on `addr`: `host:port` for TCP, a path (or
+    /// `unix:path`) for a Unix socket.
+    pub fn bind(addr: &str, factory: F) -> io::Result<AsyncServer<F>> {
+        AsyncServer::from_listener(Listener::bind(addr)?, factory)
+    }
+
+    /// A server on a listening socket given as a file descriptor.
+    pub fn from_fd(fd: OwnedFd, factory: F) -> io::Result<AsyncServer<F>> {
+        AsyncServer::from_listener(Listener::from_fd(fd)?, factory)
+    }
+
+    /// A server on a listener the caller has.
+    pub fn from_listener(listener: impl Into<Listener>, factory: F) -> io::Result<AsyncServer<F>> {
+        let listener = listener.into();
+        let control = Arc::new(Control {
+            shutdown: Arc::new(AtomicBool::new(false)),
+            stopped: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+            fileno: listener.as_fd().as_raw_fd(),
+            local_addr: listener.local_addr(),
+        });
+        Ok(AsyncServer {
+            inner: Arc::new(Inner {
+                factory,
+                listener,
+                settings: Settings::from_env()?,
+                control,
+            }),
+        })
+    }
+
+    /// Replaces the settings (before serving).
+    pub fn with_settings(self, settings: Settings) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.settings = settings;
+                AsyncServer {
+                    inner: Arc::new(inner),
+                }
+            }
+            // Already serving: the settings in use stay.
+            Err(inner) => AsyncServer { inner },
+        }
+    }
+
+    /// The settings it serves with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The listening socket's file descriptor.
+    pub fn fileno(&self) -> RawFd {
+        self.inner.control.fileno
+    }
+
+    /// A handle to shut the server down from any thread or executor.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            control: Arc::clone(&self.inner.control),
+        }
+    }
+
+    /// Serves until shut down, on [`Settings::executors`] executors of its
+    /// own, blocking the calling thread. Then stops accepting, lets
+    /// in-flight requests finish (at most [`Settings::shutdown_timeout`]),
+    /// and returns `Ok`.
+    ///
+    /// Fails at once, with an error that says why, when io_uring is not
+    /// available or the locked-memory limit is too low for the executors;
+    /// the std runtime (`simple-fastcgi-std`) serves without either.
+    pub fn run(&self) -> io::Result<()> {
+        self.inner.run()
+    }
+
+    /// [`AsyncServer::run`] from inside a glommio executor: the executors
+    /// are started on threads of their own, and this future completes when
+    /// they stop.
+    pub async fn serve_forever(&self) -> io::Result<()> {
+        let inner = Arc::clone(&self.inner);
+        glommio::executor()
+            .spawn_blocking(move || inner.run())
+            .await
+    }
+
+    /// Asks the server to stop and waits until it has.
+    pub async fn shutdown(&self) {
+        let handle = self.handle();
+        handle.shutdown();
+        while !handle.control.stopped.load(Ordering::SeqCst) {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl<F, H> Inner<F>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: Handler,
+{
+    fn run(self: &Arc<Self>) -> io::Result<()> {
+        let executors = self.settings.executors.max(1);
+        check_environment(executors)?;
+        // glommio's accept sets O_NONBLOCK on the shared socket and restores
+        // the old flags afterwards; with executors racing, a restore could
+        // leave it blocking and park a thread in accept(2). Non-blocking from
+        // the start, every restore keeps it so.
+        self.listener.set_nonblocking(true)?;
+        let _signals = if self.settings.handle_signals {
+            Some(SignalGuard::install(&self.control.shutdown)?)
+        } else {
+            None
+        };
+        let cpus = allowed_cpus();
+        let mut joins = Vec::new();
+        for n in 0..executors {
+            let placement = if executors <= cpus.len() {
+                Placement::Fixed(cpus[n])
+            } else {
+                Placement::Unbound
+            };
+            let fd = self.listener.as_fd().try_clone_to_owned()?;
+            let inner = Arc::clone(self);
+            let join = LocalExecutorBuilder::new(placement)
+                .name(&format!("fcgi-exec-{n}"))
+                .io_memory(IO_MEMORY)
+                .spawn(move || async move { inner.serve_executor(fd).await })
+                .map_err(|e| io::Error::other(format!("cannot start executor {n}: {e}")))?;
+            joins.push(join);
+        }
+        let mut result = Ok(());
+        for join in joins {
+            match join.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => result = Err(error),
+                Err(error) => {
+                    result = Err(io::Error::other(format!("an executor failed: {error}")))
+                }
+            }
+        }
+        self.control.stopped.store(true, Ordering::SeqCst);
+        result
+    }
+
+    /// One executor: accept, spawn connection tasks, drain on shutdown.
+    async fn serve_executor(self: Arc<Self>, fd: OwnedFd) -> io::Result<()> {
+        // SAFETY: `fd` is this executor's own duplicate of the listening
+        // socket; glommio takes ownership of it and closes it on drop.
+        // glommio's TCP listener accepts on Unix sockets just as well (it
+        // calls accept(2)); it has no way to adopt a Unix listener itself.
+        let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        let settings = Rc::new(self.settings.clone());
+        let exec = Rc::new(Exec {
+            handler: (self.factory)(),
+            handle: ServerHandle {
+                control: Arc::clone(&self.control),
+            },
+            draining: Cell::new(false),
+            conns: RefCell::new(Vec::new()),
+            tasks: Cell::new(0),
+            done: conn::Signal::default(),
+        });
+        let is_tcp = self.listener.is_tcp();
+        loop {
+            let accepted = future::or(async { Some(listener.shared_accept().await) }, async {
+                wait_for_shutdown(&self.control).await;
+                None
+            })
+            .await;
+            let stream = match accepted {
+                None => break,
+                Some(Ok(accepted)) => accepted.bind_to_executor(),
+                Some(Err(error)) => {
+                    let error = io::Error::from(error);
+                    if error.kind() != io::ErrorKind::WouldBlock {
+                        // Out of descriptors, say: try again shortly.
+                        eprintln!("simple-fastcgi: accept failed: {error}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                    continue;
+                }
+            };
+            if self.control.live.load(Ordering::SeqCst) >= settings.max_conns {
+                // Over the limit: a clean close, not a hang.
+                drop(stream);
+                continue;
+            }
+            if is_tcp {
+                if let (Some(allowed), Ok(peer)) = (&settings.web_server_addrs, stream.peer_addr())
+                {
+                    if !allowed.allows(peer.ip()) {
+                        eprintln!(
+                            "simple-fastcgi: refused a connection from {}: not in FCGI_WEB_SERVER_ADDRS",
+                            peer.ip()
+                        );
+                        continue;
+                    }
+                }
+            }
+            self.control.live.fetch_add(1, Ordering::SeqCst);
+            let conn = Rc::new(Conn::new(stream, Rc::clone(&settings)));
+            {
+                let mut conns = exec.conns.borrow_mut();
+                conns.retain(|c| c.strong_count() > 0);
+                conns.push(Rc::downgrade(&conn));
+            }
+            exec.tasks.set(exec.tasks.get() + 1);
+            let task_exec = Rc::clone(&exec);
+            let control = Arc::clone(&self.control);
+            glommio::spawn_local(async move {
+                conn::serve(conn, &task_exec, &task_exec.draining).await;
+                control.live.fetch_sub(1, Ordering::SeqCst);
+                task_exec.tasks.set(task_exec.tasks.get() - 1);
+                task_exec.done.notify();
+            })
+            .detach();
+        }
+        // Draining: idle connections close, in-flight requests finish.
+        exec.draining.set(true);
+        for conn in exec.conns.borrow().iter().filter_map(Weak::upgrade) {
+            conn.wake_reader.notify();
+        }
+        let drained = within(self.settings.shutdown_timeout, async {
+            while exec.tasks.get() > 0 {
+                exec.done.wait().await;
+            }
+        })
+        .await;
+        if drained.is_none() {
+            eprintln!(
+                "simple-fastcgi: shutdown timeout: {} connection(s) cut",
+                exec.tasks.get()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl<H: Handler> Spawner for Rc<Exec<H>> {
+    fn spawn(&self, conn: Rc<Conn>, slot: Rc<Slot>) {
+        glommio::spawn_local(run_request(Rc::clone(self), conn, slot)).detach();
+    }
+}
+
+impl ServerHandle {
+    /// Asks the server to stop: every executor stops accepting, in-flight
+    /// requests finish, and `run` returns. Safe from any thread, any number
+    /// of times.
+    pub fn shutdown(&self) {
+        self.control.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a shutdown was asked for.
+    pub fn is_shutting_down(&self) -> bool {
+        self.control.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// The listening socket's file descriptor.
+    pub fn fileno(&self) -> RawFd {
+        self.control.fileno
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> &str {
+        &self.control.local_addr
+    }
+}
+
+async fn wait_for_shutdown(control: &Control) {
+    while !control.shutdown.load(Ordering::SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs one request whose params are complete (or that was aborted first).
+async fn run_request<H: Handler>(exec: Rc<Exec<H>>, conn: Rc<Conn>, slot: Rc<Slot>) {
+    let params = slot.params.borrow_mut().take();
+    let output = slot.output.borrow_mut().take();
+    let (Some(params), Some(output)) = (params, output) else {
+        return;
+    };
+    let mut req = Request::new(&conn, &slot, &exec.handle, params, output);
+    let status = if !slot.params_done.get() {
+        // Aborted before it could start.
+        0
+    } else if let Some(error) = slot.params_error.get() {
+        eprintln!(
+            "simple-fastcgi: request {} refused: {error}",
+            slot.request_id
+        );
+        let _ = req
+            .send_response(error.http_status(), "", (), &[], false)
+            .await;
+        1
+    } else {
+        run_handler(&exec.handler, &mut req).await
+    };
+    if let Err(error) = req.finish(status).await {
+        if !matches!(
+            error.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ) {
+            eprintln!(
+                "simple-fastcgi: ending request {}: {error}",
+                slot.request_id
+            );
+        }
+    }
+}
+
+/// Runs the handler, turning an error or a panic into a 500 (when nothing
+/// was sent yet) and a non-zero app status.
+async fn run_handler<H: Handler>(handler: &H, req: &mut Request<'_>) -> u32 {
+    let outcome = AssertUnwindSafe(handler.handle(req)).catch_unwind().await;
+    let (status, what) = match outcome {
+        Ok(Ok(())) => return 0,
+        Ok(Err(error)) => (1, format!("failed: {error}")),
+        Err(panic) => (101, format!("panicked: {}", panic_message(&*panic))),
+    };
+    let uri = req.param("REQUEST_URI").unwrap_or("").to_string();
+    eprintln!(
+        "simple-fastcgi: the handler for request {} {uri} {what}",
+        req.request_id()
+    );
+    if !req.response_sent() && !req.aborted() {
+        req.discard_unsent();
+        let _ = req.send_response(500, "", (), &[], false).await;
+    }
+    status
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Checks that this machine can run `executors` glommio executors: io_uring
+/// is available, and the locked-memory limit covers them (the soft limit is
+/// raised when the hard one allows). [`AsyncServer::run`] does this first;
+/// call it to choose a runtime before building a server. The error says what
+/// is missing and how to fix it.
+pub fn check_environment(executors: usize) -> io::Result<()> {
+    check_io_uring()?;
+    ensure_memlock(executors.max(1))
+}
+
+/// Fails with a clear error when io_uring cannot be used here, instead of
+/// letting glommio panic in every executor.
+fn check_io_uring() -> io::Result<()> {
+    let mut params = rustix::io_uring::io_uring_params::default();
+    // SAFETY: io_uring_setup only creates a ring; nothing is mapped into
+    // this process, and the returned descriptor is closed at once.
+    match unsafe { rustix::io_uring::io_uring_setup(1, &mut params) } {
+        Ok(ring) => {
+            drop(ring);
+            Ok(())
+        }
+        Err(error) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "io_uring is not available ({error}): the kernel is older than 5.8, io_uring is disabled \
+                 (sysctl kernel.io_uring_disabled) or a seccomp filter (a container runtime) blocks it; \
+                 the simple-fastcgi-std runtime serves without it"
+            ),
+        )),
+    }
+}
+
+/// Makes sure the locked-memory limit covers every executor's rings:
+/// raises the soft limit when the hard one allows, else fails clearly.
+fn ensure_memlock(executors: usize) -> io::Result<()> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let need = MEMLOCK_PER_EXECUTOR.saturating_mul(executors as u64);
+    let limit = getrlimit(Resource::Memlock);
+    if limit.current.is_none_or(|current| current >= need) {
+        return Ok(());
+    }
+    let raised = Rlimit {
+        current: Some(limit.maximum.map_or(need, |max| max.min(need))),
+        maximum: limit.maximum,
+    };
+    let _ = setrlimit(Resource::Memlock, raised);
+    let now = getrlimit(Resource::Memlock).current;
+    if now.is_none_or(|current| current >= need) {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "RLIMIT_MEMLOCK is {} KiB; glommio needs {} KiB per executor ({} KiB for {executors}). Raise it \
+             (`ulimit -l {}` as root, or memlock in /etc/security/limits.conf), use fewer executors, or the \
+             simple-fastcgi-std runtime",
+            now.unwrap_or(0) / 1024,
+            MEMLOCK_PER_EXECUTOR / 1024,
+            need / 1024,
+            need / 1024
+        ),
+    ))
+}
+
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&cpu| set.is_set(cpu))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// SIGTERM, SIGINT and SIGUSR1 handlers for the time the server runs.
+struct SignalGuard {
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl SignalGuard {
+    fn install(shutdown: &Arc<AtomicBool>) -> io::Result<SignalGuard> {
+        let mut ids = Vec::new();
+        for signal in [
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGUSR1,
+        ] {
+            ids.push(signal_hook::flag::register(signal, Arc::clone(shutdown))?);
+        }
+        Ok(SignalGuard { ids })
+    }
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}

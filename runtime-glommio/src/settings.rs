@@ -1,0 +1,108 @@
+//! Every limit and timeout of the async server, with its default.
+
+use std::io;
+use std::time::Duration;
+
+use simple_fastcgi_core::{FCGI_WEB_SERVER_ADDRS, WebServerAddrs};
+
+/// The most requests one connection can carry at once (the capacity of the
+/// core's request table); [`Settings::max_reqs_per_conn`] may be lower.
+pub const MAX_REQS_PER_CONN: usize = 64;
+
+/// The async server's limits and timeouts. Every field has a documented
+/// default ([`Settings::default`]).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Executors (threads, one io_uring each), each pinned to one of the
+    /// CPUs this process may run on. Default: one per available CPU.
+    pub executors: usize,
+    /// The most open transport connections, over all executors (reported as
+    /// FCGI_MAX_CONNS). A connection accepted beyond this is closed at once.
+    /// Default: 1024.
+    pub max_conns: usize,
+    /// Accept concurrent requests on one connection (FCGI_MPXS_CONNS=1),
+    /// each running as its own task. Default: true.
+    pub multiplex: bool,
+    /// With `multiplex`, the most concurrent requests on one connection;
+    /// further ones get FCGI_OVERLOADED. At most [`MAX_REQS_PER_CONN`].
+    /// Default: 16.
+    pub max_reqs_per_conn: usize,
+    /// Read buffers of 64 KiB one connection may hold with request bodies
+    /// its handlers have not read yet. When they are full the connection
+    /// stops reading from the web server until a handler reads: one slow
+    /// request cannot make the connection's memory grow. Default: 4.
+    pub max_buffers_per_conn: usize,
+    /// How long a request may wait for the web server's next bytes (params,
+    /// body) before the connection is closed and its reads fail. Default:
+    /// 30 s.
+    pub read_timeout: Duration,
+    /// How long a write may wait on a web server that does not read.
+    /// Default: 30 s.
+    pub write_timeout: Duration,
+    /// How long a kept connection may stay idle between requests. Default:
+    /// 75 s (longer than nginx's 60 s upstream keepalive).
+    pub idle_timeout: Duration,
+    /// When closing while the web server may still be sending a body, how
+    /// long to read and drop it so the close is not a reset (nginx answers
+    /// 502 to those). Default: 5 s.
+    pub lingering_close: Duration,
+    /// Requests served on one connection before it is closed after the last
+    /// one's END_REQUEST; `None` for no limit. Default: `None`.
+    pub max_requests_per_conn: Option<u64>,
+    /// After SIGTERM, SIGINT, SIGUSR1 or a shutdown request, how long
+    /// in-flight requests may take before the executors stop anyway.
+    /// Default: 30 s.
+    pub shutdown_timeout: Duration,
+    /// Install handlers for SIGTERM, SIGINT and SIGUSR1 that shut the server
+    /// down gracefully while it runs. Default: true.
+    pub handle_signals: bool,
+    /// The web servers allowed to connect over TCP (FCGI_WEB_SERVER_ADDRS);
+    /// `None` allows any. Default: from the environment
+    /// ([`Settings::from_env`]).
+    pub web_server_addrs: Option<WebServerAddrs>,
+}
+
+impl Settings {
+    /// The defaults, with `web_server_addrs` from the environment. Fails if
+    /// `FCGI_WEB_SERVER_ADDRS` is set but not a valid list.
+    pub fn from_env() -> io::Result<Settings> {
+        let web_server_addrs = match std::env::var(FCGI_WEB_SERVER_ADDRS) {
+            Ok(list) => Some(
+                WebServerAddrs::parse(&list)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            ),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{FCGI_WEB_SERVER_ADDRS} is not UTF-8"),
+                ));
+            }
+        };
+        Ok(Settings {
+            web_server_addrs,
+            ..Settings::default()
+        })
+    }
+}
+
+impl Default for Settings {
+    /// The documented defaults; `web_server_addrs` is `None` here.
+    fn default() -> Self {
+        Settings {
+            executors: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_conns: 1024,
+            multiplex: true,
+            max_reqs_per_conn: 16,
+            max_buffers_per_conn: 4,
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            lingering_close: Duration::from_secs(5),
+            max_requests_per_conn: None,
+            shutdown_timeout: Duration::from_secs(30),
+            handle_signals: true,
+            web_server_addrs: None,
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! The glommio runtime on the wire: the suite both runtimes pass (example
+//! apps on fd 0, the raw client), in-process servers for handler behaviour,
+//! and what only this runtime does: multiplexed requests on one connection,
+//! connections spread over executors.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::Runtime;
+use futures_lite::future;
+use simple_fastcgi_core::{ProtocolStatus, RecordType, Role};
+use simple_fastcgi_glommio::{AsyncServer, Handler, Request, ServerHandle, Settings};
+use simple_fastcgi_tests::client::{Addr, Client};
+use simple_fastcgi_tests::wire::Wire;
+
+/// An in-process glommio server on a free TCP port, shut down on drop.
+struct InProcess {
+    addr: Addr,
+    handle: ServerHandle,
+    thread: Option<thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl InProcess {
+    fn start<F, H>(factory: F, settings: Settings) -> InProcess
+    where
+        F: Fn() -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        if let Err(error) = simple_fastcgi_glommio::check_environment(settings.executors) {
+            panic!("the glommio runtime cannot run on this machine: {error}");
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = Addr::Tcp(listener.local_addr().unwrap().to_string());
+        let settings = Settings {
+            handle_signals: false,
+            ..settings
+        };
+        let server = AsyncServer::from_listener(listener, factory)
+            .unwrap()
+            .with_settings(settings);
+        let handle = server.handle();
+        let thread = thread::spawn(move || server.run());
+        InProcess {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let result = thread.join().expect("the server thread");
+            if !thread::panicking() {
+                result.expect("the server stops cleanly");
+            }
+        }
+    }
+}
+
+fn one_executor() -> Settings {
+    Settings {
+        executors: 1,
+        ..Settings::default()
+    }
+}
+
+// The suite both runtimes pass (tests/tests/common).
+
+#[test]
+fn get_values_reports_the_real_limits() {
+    common::get_values_reports_the_real_limits(Runtime::Glommio);
+}
+
+#[test]
+fn unknown_management_type_gets_unknown_type() {
+    common::unknown_management_type_gets_unknown_type(Runtime::Glommio);
+}
+
+#[test]
+fn unknown_role_gets_unknown_role() {
+    common::unknown_role_gets_unknown_role(Runtime::Glommio);
+}
+
+#[test]
+fn hundreds_of_requests_on_one_kept_connection() {
+    common::hundreds_of_requests_on_one_kept_connection(Runtime::Glommio);
+}
+
+#[test]
+fn without_keep_conn_the_app_closes_the_connection() {
+    common::without_keep_conn_the_app_closes_the_connection(Runtime::Glommio);
+}
+
+#[test]
+fn input_fed_one_byte_at_a_time() {
+    common::input_fed_one_byte_at_a_time(Runtime::Glommio);
+}
+
+#[test]
+fn large_params_fit_and_too_large_params_get_431() {
+    common::large_params_fit_and_too_large_params_get_431(Runtime::Glommio);
+}
+
+#[test]
+fn abort_mid_body_ends_the_request() {
+    common::abort_mid_body_ends_the_request(Runtime::Glommio);
+}
+
+#[test]
+fn bad_input_closes_that_connection_and_a_fresh_one_works() {
+    common::bad_input_closes_that_connection_and_a_fresh_one_works(Runtime::Glommio);
+}
+
+#[test]
+fn large_bodies_round_trip() {
+    common::large_bodies_round_trip(Runtime::Glommio);
+}
+
+#[test]
+fn client_gone_mid_response_costs_one_connection() {
+    common::client_gone_mid_response_costs_one_connection(Runtime::Glommio);
+}
+
+#[test]
+fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
+    common::sigterm_lets_the_in_flight_request_finish_then_exits_0(Runtime::Glommio);
+}
+
+#[test]
+fn web_server_addrs_is_enforced_for_tcp() {
+    common::web_server_addrs_is_enforced_for_tcp(Runtime::Glommio);
+}
+
+#[test]
+fn many_concurrent_clients() {
+    common::many_concurrent_clients(Runtime::Glommio);
+}
+
+// Handler behaviour, in process.
+
+#[test]
+fn handler_panic_gives_500_and_the_server_keeps_serving() {
+    let server = InProcess::start(
+        || {
+            async |req: &mut Request<'_>| {
+                if req.param("PANIC").is_some() {
+                    req.write(b"Status: 200 OK\r\n\r\nnot sent").await?;
+                    panic!("handler exploded");
+                }
+                req.send_response(200, "text/plain", "fine", &[], false)
+                    .await
+            }
+        },
+        one_executor(),
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    let response = client.request(1, true, &[("PANIC", "1")], b"").unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.body(), b"500 Internal Server Error\r\n");
+    assert_eq!(response.app_status, 101);
+    let response = client.request(2, true, &[], b"").unwrap();
+    assert_eq!(response.body(), b"fine");
+}
+
+#[test]
+fn handler_error_after_sending_keeps_what_was_sent() {
+    let server = InProcess::start(
+        || {
+            async |req: &mut Request<'_>| {
+                req.send_response(200, "text/plain", "partial", &[], true)
+                    .await?;
+                Err(std::io::Error::other("database went away"))
+            }
+        },
+        one_executor(),
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    let response = client.request(1, true, &[], b"").unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body(), b"partial");
+    assert_eq!(response.app_status, 1);
+}
+
+#[test]
+fn the_handler_can_await_the_abort() {
+    let server = InProcess::start(
+        || {
+            async |req: &mut Request<'_>| {
+                let aborted = future::or(
+                    async {
+                        req.wait_aborted().await;
+                        true
+                    },
+                    async {
+                        glommio::timer::sleep(Duration::from_secs(10)).await;
+                        false
+                    },
+                )
+                .await;
+                assert!(req.aborted() == aborted);
+                let status = if aborted { 499 } else { 200 };
+                req.send_response(status, "", (), &[], false).await
+            }
+        },
+        one_executor(),
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    client
+        .send_wire(
+            &Wire::new()
+                .begin(1, Role::Responder, true)
+                .params(1, &[])
+                .stdin(1, b""),
+        )
+        .unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    client.send_wire(&Wire::new().abort(1)).unwrap();
+    let response = client.read_response(1).unwrap();
+    assert_eq!(response.status(), 499);
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn filter_role_reads_data_after_stdin() {
+    let server = InProcess::start(
+        || {
+            async |req: &mut Request<'_>| {
+                assert_eq!(req.role(), Role::Filter);
+                let stdin = req.read_all().await?;
+                let mut data = Vec::new();
+                let mut buf = [0u8; 3];
+                loop {
+                    let n = req.read_data_into(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                }
+                let reply = format!(
+                    "stdin={} data={}",
+                    String::from_utf8_lossy(&stdin),
+                    String::from_utf8_lossy(&data)
+                );
+                req.send_response(200, "", reply, &[], false).await
+            }
+        },
+        one_executor(),
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    client
+        .send_wire(
+            &Wire::new()
+                .begin(1, Role::Filter, true)
+                .params(1, &[("FCGI_DATA_LENGTH", "9")])
+                .stdin(1, b"form")
+                .stream(RecordType::Data, 1, b"file data", 4),
+        )
+        .unwrap();
+    let response = client.read_response(1).unwrap();
+    assert_eq!(response.body(), b"stdin=form data=file data");
+}
+
+#[test]
+fn stderr_stream_redirects_and_refused_headers() {
+    let server = InProcess::start(
+        || {
+            async |req: &mut Request<'_>| {
+                req.write_err(b"a warning\n").await?;
+                match req.param("TARGET").map(str::to_string) {
+                    Some(target) => req.send_redirect(&target).await,
+                    None => {
+                        req.send_response(200, "", "", &[("X-Bad", "a\r\nInjected: yes")], false)
+                            .await
+                    }
+                }
+            }
+        },
+        one_executor(),
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    let response = client
+        .request(1, true, &[("TARGET", "/elsewhere?x=1")], b"")
+        .unwrap();
+    assert_eq!(
+        response.stdout,
+        b"Status: 302 Found\r\nLocation: /elsewhere?x=1\r\n\r\n"
+    );
+    assert_eq!(response.stderr, b"a warning\n");
+    let response = client.request(3, true, &[], b"").unwrap();
+    assert_eq!(response.status(), 500);
+    assert!(!String::from_utf8_lossy(&response.stdout).contains("Injected"));
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let server = InProcess::start(
+        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
+        Settings {
+            idle_timeout: Duration::from_millis(300),
+            ..one_executor()
+        },
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    assert_eq!(client.request(1, true, &[], b"").unwrap().body(), b"ok");
+    let start = Instant::now();
+    assert!(client.is_closed_by_peer());
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn a_silent_web_server_cannot_hold_a_request() {
+    let server = InProcess::start(
+        || {
+            async |req: &mut Request<'_>| {
+                let body = req.read_all().await?;
+                req.send_response(200, "", body, &[], false).await
+            }
+        },
+        Settings {
+            read_timeout: Duration::from_millis(300),
+            ..one_executor()
+        },
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    client
+        .send_wire(
+            &Wire::new()
+                .begin(1, Role::Responder, true)
+                .params(1, &[])
+                .record(RecordType::Stdin, 1, b"then silence"),
+        )
+        .unwrap();
+    let start = Instant::now();
+    let response = client.read_response(1).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(response.status(), 500, "the handler's read timed out");
+    assert_eq!(response.app_status, 1);
+}
+
+#[test]
+fn max_requests_per_connection() {
+    let server = InProcess::start(
+        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
+        Settings {
+            max_requests_per_conn: Some(3),
+            ..one_executor()
+        },
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    for id in 1..=3 {
+        assert_eq!(client.request(id, true, &[], b"").unwrap().body(), b"ok");
+    }
+    assert!(client.is_closed_by_peer(), "closed after the third request");
+}
+
+#[test]
+fn connections_beyond_max_conns_are_closed_not_left_waiting() {
+    let server = InProcess::start(
+        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
+        Settings {
+            max_conns: 3,
+            ..one_executor()
+        },
+    );
+    let mut held: Vec<Client> = (0..3)
+        .map(|_| Client::connect(&server.addr).unwrap())
+        .collect();
+    for client in &mut held {
+        assert_eq!(client.request(1, true, &[], b"").unwrap().body(), b"ok");
+    }
+    let mut extra = Client::connect(&server.addr).unwrap();
+    let start = Instant::now();
+    assert!(extra.is_closed_by_peer());
+    assert!(start.elapsed() < Duration::from_secs(2));
+    drop(held.pop());
+    thread::sleep(Duration::from_millis(200));
+    let mut again = Client::connect(&server.addr).unwrap();
+    assert_eq!(again.request(1, true, &[], b"").unwrap().body(), b"ok");
+}
+
+// Multiplexing.
+
+/// Echoes `id=<ID> body=<body>`, after `SLEEP_MS` milliseconds when given.
+fn echo_after_sleep() -> impl Fn() -> EchoSleep + Send + Sync + 'static {
+    || EchoSleep
+}
+
+struct EchoSleep;
+
+impl Handler for EchoSleep {
+    async fn handle(&self, req: &mut Request<'_>) -> std::io::Result<()> {
+        if let Some(ms) = req.param("SLEEP_MS").and_then(|ms| ms.parse().ok()) {
+            let aborted = future::or(
+                async {
+                    req.wait_aborted().await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(Duration::from_millis(ms)).await;
+                    false
+                },
+            )
+            .await;
+            if aborted {
+                return req.send_response(499, "", (), &[], false).await;
+            }
+        }
+        let body = req.read_all().await?;
+        let reply = format!(
+            "id={} body={}",
+            req.request_id(),
+            String::from_utf8_lossy(&body)
+        );
+        req.send_response(200, "", reply, &[], false).await
+    }
+}
+
+#[test]
+fn interleaved_requests_on_one_connection() {
+    let server = InProcess::start(echo_after_sleep(), one_executor());
+    let mut client = Client::connect(&server.addr).unwrap();
+    // Three requests begun before any ends, their records interleaved.
+    let mut wire = Wire::new();
+    for id in [1u16, 2, 3] {
+        wire = wire.begin(id, Role::Responder, true);
+    }
+    for id in [3u16, 1, 2] {
+        wire = wire.params(id, &[("N", "x")]);
+    }
+    for (id, piece) in [(2u16, "b-"), (1, "a-"), (3, "c-"), (1, "a"), (2, "b")] {
+        wire = wire.record(RecordType::Stdin, id, piece.as_bytes());
+    }
+    for id in [3u16, 2, 1] {
+        wire = wire.record(RecordType::Stdin, id, b"");
+    }
+    client.send_wire(&wire).unwrap();
+    let mut responses = client.read_responses(&[1, 2, 3]).unwrap();
+    responses.sort_by_key(|(id, _)| *id);
+    let bodies: Vec<String> = responses
+        .iter()
+        .map(|(_, r)| String::from_utf8_lossy(r.body()).into_owned())
+        .collect();
+    assert_eq!(bodies, ["id=1 body=a-a", "id=2 body=b-b", "id=3 body=c-"]);
+    // And the connection serves on.
+    assert_eq!(
+        client.request(4, true, &[], b"d").unwrap().body(),
+        b"id=4 body=d"
+    );
+}
+
+#[test]
+fn a_slow_request_beside_a_fast_one() {
+    let server = InProcess::start(echo_after_sleep(), one_executor());
+    let mut client = Client::connect(&server.addr).unwrap();
+    let wire = Wire::new()
+        .begin(1, Role::Responder, true)
+        .params(1, &[("SLEEP_MS", "800")])
+        .stdin(1, b"slow")
+        .begin(2, Role::Responder, true)
+        .params(2, &[])
+        .stdin(2, b"fast");
+    let start = Instant::now();
+    client.send_wire(&wire).unwrap();
+    let responses = client.read_responses(&[1, 2]).unwrap();
+    assert_eq!(responses[0].0, 2, "the fast one ends first");
+    assert_eq!(responses[0].1.body(), b"id=2 body=fast");
+    assert_eq!(responses[1].1.body(), b"id=1 body=slow");
+    assert!(start.elapsed() >= Duration::from_millis(700));
+}
+
+#[test]
+fn abort_one_of_two_multiplexed_requests() {
+    let server = InProcess::start(echo_after_sleep(), one_executor());
+    let mut client = Client::connect(&server.addr).unwrap();
+    let wire = Wire::new()
+        .begin(1, Role::Responder, true)
+        .params(1, &[("SLEEP_MS", "5000")])
+        .stdin(1, b"")
+        .begin(2, Role::Responder, true)
+        .params(2, &[("SLEEP_MS", "300")])
+        .stdin(2, b"kept");
+    client.send_wire(&wire).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    client.send_wire(&Wire::new().abort(1)).unwrap();
+    let responses = client.read_responses(&[1, 2]).unwrap();
+    assert_eq!(responses[0].0, 1, "the aborted one ends at once");
+    assert_eq!(responses[0].1.status(), 499);
+    assert_eq!(
+        responses[0].1.protocol_status,
+        Some(ProtocolStatus::RequestComplete)
+    );
+    assert_eq!(responses[1].1.body(), b"id=2 body=kept");
+}
+
+#[test]
+fn requests_beyond_the_per_connection_limit_are_overloaded() {
+    let server = InProcess::start(
+        echo_after_sleep(),
+        Settings {
+            max_reqs_per_conn: 2,
+            ..one_executor()
+        },
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    let wire = Wire::new()
+        .begin(1, Role::Responder, true)
+        .begin(2, Role::Responder, true)
+        .begin(3, Role::Responder, true);
+    client.send_wire(&wire).unwrap();
+    let refused = client.read_response(3).unwrap();
+    assert_eq!(refused.protocol_status, Some(ProtocolStatus::Overloaded));
+    client
+        .send_wire(
+            &Wire::new()
+                .params(1, &[])
+                .stdin(1, b"1")
+                .params(2, &[])
+                .stdin(2, b"2"),
+        )
+        .unwrap();
+    let responses = client.read_responses(&[1, 2]).unwrap();
+    assert_eq!(responses.len(), 2);
+}
+
+#[test]
+fn a_request_that_does_not_read_holds_back_the_connection_not_memory() {
+    // Request 1 waits before reading its 8 MiB body; the connection stops
+    // reading once its buffers are full, so the sender is held back
+    // instead of the server buffering everything.
+    let server = InProcess::start(echo_after_sleep(), one_executor());
+    let client = Client::connect(&server.addr).unwrap();
+    let body = vec![b'x'; 8 * 1024 * 1024];
+    let wire = Wire::new()
+        .begin(1, Role::Responder, true)
+        .params(1, &[("SLEEP_MS", "1500")])
+        .stdin(1, &body);
+    let mut writer = client;
+    let start = Instant::now();
+    writer.send_wire(&wire).unwrap();
+    let sent_after = start.elapsed();
+    assert!(
+        sent_after >= Duration::from_millis(1000),
+        "8 MiB went out in {sent_after:?}: the server buffered it"
+    );
+    let response = writer.read_response(1).unwrap();
+    assert_eq!(response.body().len(), "id=1 body=".len() + body.len());
+}
+
+#[test]
+fn both_executors_receive_connections() {
+    let server = InProcess::start(
+        || {
+            async |req: &mut Request<'_>| {
+                let id = req.executor().id().to_string();
+                req.send_response(200, "", id, &[], false).await
+            }
+        },
+        Settings {
+            executors: 2,
+            ..Settings::default()
+        },
+    );
+    let addr = server.addr.clone();
+    let seen: BTreeSet<String> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            thread::spawn(move || {
+                let mut ids = BTreeSet::new();
+                for _ in 0..25 {
+                    let mut client = Client::connect(&addr).unwrap();
+                    let response = client.request(1, false, &[], b"").unwrap();
+                    ids.insert(String::from_utf8_lossy(response.body()).into_owned());
+                }
+                ids
+            })
+        })
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(seen.len(), 2, "executors seen: {seen:?}");
+}
+
+#[test]
+fn serve_forever_and_shutdown_awaited_on_executors() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = Addr::Tcp(listener.local_addr().unwrap().to_string());
+    let server = AsyncServer::from_listener(listener, || {
+        async |req: &mut Request<'_>| req.send_response(200, "", "served", &[], false).await
+    })
+    .unwrap()
+    .with_settings(Settings {
+        handle_signals: false,
+        ..one_executor()
+    });
+    let server = std::sync::Arc::new(server);
+    let serving = {
+        let server = std::sync::Arc::clone(&server);
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move { server.serve_forever().await })
+            .unwrap()
+    };
+    let mut client = Client::connect(&addr).unwrap();
+    assert_eq!(client.request(1, true, &[], b"").unwrap().body(), b"served");
+    assert_eq!(server.fileno(), server.handle().fileno());
+    let stopping = {
+        let server = std::sync::Arc::clone(&server);
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move { server.shutdown().await })
+            .unwrap()
+    };
+    stopping.join().unwrap();
+    serving.join().unwrap().unwrap();
+    assert!(server.handle().is_shutting_down());
+}
