@@ -448,14 +448,20 @@ pub fn check_environment(executors: usize) -> io::Result<()> {
 /// Fails with a clear error when io_uring cannot be used here, instead of
 /// letting glommio panic in every executor.
 fn check_io_uring() -> io::Result<()> {
-    let mut params = rustix::io_uring::io_uring_params::default();
-    // SAFETY: io_uring_setup only creates a ring; nothing is mapped into
-    // this process, and the returned descriptor is closed at once.
-    match unsafe { rustix::io_uring::io_uring_setup(1, &mut params) } {
-        Ok(ring) => {
-            drop(ring);
-            Ok(())
-        }
+    // On a thread of its own: tearing a ring down queues kernel work on the
+    // thread that made it, which interrupts that thread's next blocking
+    // socket call with EINTR (when it has a timeout). The caller's thread
+    // must not inherit that.
+    let probe = std::thread::spawn(|| {
+        let mut params = rustix::io_uring::io_uring_params::default();
+        // SAFETY: io_uring_setup only creates a ring; nothing is mapped into
+        // this process, and the returned descriptor is closed at once.
+        unsafe { rustix::io_uring::io_uring_setup(1, &mut params) }.map(drop)
+    })
+    .join()
+    .map_err(|_| io::Error::other("the io_uring probe panicked"))?;
+    match probe {
+        Ok(()) => Ok(()),
         Err(error) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(

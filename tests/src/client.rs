@@ -132,15 +132,17 @@ impl Client {
         let mut head = [0u8; HEADER_LEN];
         let mut got = 0;
         while got < HEADER_LEN {
-            match self.stream.read(&mut head[got..])? {
-                0 if got == 0 => return Ok(None),
-                0 => {
+            match self.stream.read(&mut head[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "record header cut short",
                     ));
                 }
-                n => got += n,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         let (_, header) = Header::parse(&head).map_err(|_| io::Error::other("bad header"))?;
@@ -262,13 +264,16 @@ impl Client {
     /// without bytes (or with a reset).
     pub fn is_closed_by_peer(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        match self.stream.read(&mut byte) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-            ),
+        loop {
+            return match self.stream.read(&mut byte) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ),
+            };
         }
     }
 }
