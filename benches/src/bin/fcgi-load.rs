@@ -29,7 +29,8 @@ use simple_fastcgi_core::{EndRequestBody, HEADER_LEN, Header, ProtocolStatus, Re
 use simple_fastcgi_tests::wire::{Wire, nginx_params};
 
 const USAGE: &str = "usage: fcgi-load --addr (unix:PATH | HOST:PORT) [--conns N] [--duration SECONDS | --requests N]
-                 [--body BYTES] [--new-conn] [--expect TEXT | --expect-echo] [--warmup SECONDS] [--json]
+                 [--body BYTES] [--new-conn] [--expect TEXT | --expect-echo] [--warmup SECONDS]
+                 [--param NAME=VALUE]... [--json]
 
   --addr        the application's socket
   --conns       concurrent connections (default 8)
@@ -40,6 +41,7 @@ const USAGE: &str = "usage: fcgi-load --addr (unix:PATH | HOST:PORT) [--conns N]
   --expect      the exact response body (default: Hello, world!)
   --expect-echo the response body is the request body
   --warmup      seconds of load before measuring (default 1)
+  --param       add or replace a param (SCRIPT_FILENAME=/srv/hello.php for PHP-FPM)
   --json        print the result as one JSON object";
 
 /// What to run.
@@ -52,6 +54,7 @@ struct Options {
     new_conn: bool,
     expect: Expect,
     warmup: Duration,
+    params: Vec<(String, String)>,
     json: bool,
 }
 
@@ -130,6 +133,7 @@ fn parse_args() -> Result<Options, String> {
         new_conn: false,
         expect: Expect::Exact(b"Hello, world!".to_vec()),
         warmup: Duration::from_secs(1),
+        params: Vec::new(),
         json: false,
     };
     let mut args = std::env::args().skip(1);
@@ -170,6 +174,11 @@ fn parse_args() -> Result<Options, String> {
                     Expect::Exact(args.next().ok_or("--expect needs a value")?.into_bytes())
             }
             "--expect-echo" => options.expect = Expect::Echo,
+            "--param" => {
+                let param = args.next().ok_or("--param needs NAME=VALUE")?;
+                let (name, value) = param.split_once('=').ok_or("--param needs NAME=VALUE")?;
+                options.params.push((name.to_string(), value.to_string()));
+            }
             "--json" => options.json = true,
             "-h" | "--help" => return Err("fcgi-load: a FastCGI load generator".to_string()),
             other => return Err(format!("unknown argument {other}")),
@@ -192,6 +201,10 @@ fn request_bytes(options: &Options, body: &[u8]) -> Vec<u8> {
         params.push(("REQUEST_METHOD", "POST"));
         params.push(("CONTENT_TYPE", "application/octet-stream"));
         params.push(("CONTENT_LENGTH", &length));
+    }
+    for (name, value) in &options.params {
+        params.retain(|(n, _)| n != name);
+        params.push((name, value));
     }
     Wire::new()
         .begin(1, Role::Responder, !options.new_conn)
@@ -292,12 +305,13 @@ fn run(options: &Options) -> io::Result<u64> {
                         continue;
                     }
                     if options.new_conn {
-                        let fresh = Conn::connect(&options.addr).and_then(|c| {
-                            c.register(&epoll, index)?;
-                            Ok(c)
+                        let fresh = Conn::open(&options.addr).and_then(|stream| {
+                            register(&epoll, &stream, index)?;
+                            Ok(stream)
                         });
                         match fresh {
-                            Ok(fresh) => *conn = fresh,
+                            // The buffer is kept: only the socket is new.
+                            Ok(fresh) => conn.stream = fresh,
                             Err(error) => {
                                 totals.error(format!("connect: {error}"));
                                 in_flight -= 1;
@@ -387,7 +401,21 @@ fn report(options: &Options, totals: &mut Totals, elapsed: Duration, cpu: Durati
 
 impl Conn {
     fn connect(addr: &str) -> io::Result<Conn> {
-        let stream = match addr.strip_prefix("unix:") {
+        Ok(Conn {
+            stream: Conn::open(addr)?,
+            written: 0,
+            buf: vec![0u8; 256 * 1024].into_boxed_slice(),
+            parsed: 0,
+            filled: 0,
+            response: ResponseCheck::default(),
+            started: Instant::now(),
+            busy: false,
+        })
+    }
+
+    /// A connected, non-blocking socket.
+    fn open(addr: &str) -> io::Result<Stream> {
+        Ok(match addr.strip_prefix("unix:") {
             Some(path) => {
                 let stream = UnixStream::connect(path)?;
                 stream.set_nonblocking(true)?;
@@ -399,31 +427,11 @@ impl Conn {
                 stream.set_nonblocking(true)?;
                 Stream::Tcp(stream)
             }
-        };
-        Ok(Conn {
-            stream,
-            written: 0,
-            buf: vec![0u8; 256 * 1024].into_boxed_slice(),
-            parsed: 0,
-            filled: 0,
-            response: ResponseCheck::default(),
-            started: Instant::now(),
-            busy: false,
         })
     }
 
     fn register(&self, epoll: &impl AsFd, index: usize) -> io::Result<()> {
-        let fd = match &self.stream {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-        };
-        epoll::add(
-            epoll,
-            fd,
-            epoll::EventData::new_u64(index as u64),
-            epoll::EventFlags::IN | epoll::EventFlags::OUT | epoll::EventFlags::ET,
-        )?;
-        Ok(())
+        register(epoll, &self.stream, index)
     }
 
     /// Starts (or continues) writing the request.
@@ -551,7 +559,13 @@ impl ResponseCheck {
         if let Some(error) = &self.error {
             return Err(error.clone());
         }
-        if !self.head.starts_with(b"Status: 200") {
+        // A CGI head without a Status line means 200 (RFC 3875 6.3.3).
+        let status = self
+            .head
+            .split(|&b| b == b'\n')
+            .find_map(|line| line.strip_prefix(b"Status: "))
+            .map_or(&b"200"[..], |rest| &rest[..rest.len().min(3)]);
+        if status != b"200" {
             return Err(format!("status: {}", String::from_utf8_lossy(&self.head)));
         }
         if !self.stdout_ended {
@@ -584,6 +598,22 @@ impl Write for Stream {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Watches `stream` for input and output, edge-triggered, as connection
+/// `index`.
+fn register(epoll: &impl AsFd, stream: &Stream, index: usize) -> io::Result<()> {
+    let fd = match stream {
+        Stream::Tcp(s) => s.as_fd(),
+        Stream::Unix(s) => s.as_fd(),
+    };
+    epoll::add(
+        epoll,
+        fd,
+        epoll::EventData::new_u64(index as u64),
+        epoll::EventFlags::IN | epoll::EventFlags::OUT | epoll::EventFlags::ET,
+    )?;
+    Ok(())
 }
 
 /// This process's CPU time (user + system) from `/proc/self/stat`, in

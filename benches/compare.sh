@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# The FastCGI comparison: our runtimes against the least-work server (the
+# ceiling), libfcgi, Go's net/http/fcgi, PHP-FPM and tokio-fastcgi, each a
+# "Hello, world!" app on a Unix socket.
+#
+#   benches/compare.sh [--rounds N] [--duration SECONDS] [--apps "least std ..."]
+#                      [--scenarios "keep1 keep8 ..."] [--out DIR] [--quick]
+#
+# Every app is pinned to CPU 0 and the load generator (fcgi-load, or wrk
+# through nginx) to CPU 1. Apps are started fresh for every measurement and
+# alternated over the rounds; the summary gives the median req/s with the
+# spread, p50/p99 latency, the app's CPU time per request and its peak RSS.
+# Throughput ratios against the least-work server and against tokio-fastcgi
+# are the headline: absolute numbers drift on shared machines.
+#
+# Needs: a release build (done here), gcc and libfcgi-dev, golang-go,
+# php-fpm, nginx, wrk, taskset (util-linux), python3. `--quick` is the smoke
+# version CI runs: one round, one second, three apps, two scenarios.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+rounds=3
+duration=5
+apps="least std glommio libfcgi go php tokio"
+scenarios="keep1 keep8 keep64 new8 post64k nginx8"
+out="$root/target/compare"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --apps) apps=$2; shift 2 ;;
+    --scenarios) scenarios=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --quick) rounds=1; duration=1; apps="least std glommio"; scenarios="keep8 new8"; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+if [ "$(nproc)" -lt 2 ]; then
+  echo "compare.sh needs 2 CPUs (the app on one, the load generator on the other)" >&2
+  exit 2
+fi
+APP_CPU=0
+LOAD_CPU=1
+mkdir -p "$out"
+work=$(mktemp -d /tmp/sfcgi-compare.XXXXXX)
+bin="$root/target/release"
+results="$out/results.jsonl"
+: > "$results"
+app_pid=""
+nginx_pid=""
+
+cleanup() {
+  [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null || true
+  [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== building"
+(cd "$root" && cargo build -q --release -p simple-fastcgi-benches -p simple-fastcgi-examples)
+for app in $apps; do
+  case "$app" in
+    libfcgi) gcc -O2 -o "$work/libfcgi-hello" "$root/benches/competitors/libfcgi/hello.c" -lfcgi -lpthread ;;
+    go) (cd "$root/benches/competitors/go" && GO111MODULE=off GOCACHE="$work/gocache" go build -o "$work/go-hello" hello.go) ;;
+    tokio) (cd "$root/benches/competitors/tokio-fastcgi" && cargo build -q --release) ;;
+  esac
+done
+
+# start_app NAME SOCKET: starts the app pinned to APP_CPU; sets app_pid.
+start_app() {
+  local name=$1 sock=$2
+  rm -f "$sock"
+  case "$name" in
+    least) taskset -c $APP_CPU "$bin/fcgi-least" "unix:$sock" & ;;
+    std) taskset -c $APP_CPU "$bin/hello" "$sock" 2>/dev/null & ;;
+    glommio) taskset -c $APP_CPU "$bin/hello-async" "$sock" 2>/dev/null & ;;
+    libfcgi) taskset -c $APP_CPU "$work/libfcgi-hello" "$sock" 16 & ;;
+    go) taskset -c $APP_CPU "$work/go-hello" "$sock" & ;;
+    tokio) taskset -c $APP_CPU "$root/benches/competitors/tokio-fastcgi/target/release/tokio-fastcgi-hello" "$sock" & ;;
+    php)
+      cat > "$work/php-fpm.conf" <<EOF
+[global]
+pid = $work/php-fpm.pid
+error_log = $work/php-fpm.log
+daemonize = no
+[hello]
+listen = $sock
+listen.mode = 0666
+pm = static
+pm.max_children = 8
+EOF
+      taskset -c $APP_CPU php-fpm8.2 -R -F -y "$work/php-fpm.conf" & ;;
+    *) echo "unknown app $name" >&2; exit 2 ;;
+  esac
+  app_pid=$!
+  for _ in $(seq 100); do
+    [ -S "$sock" ] && return 0
+    sleep 0.05
+  done
+  echo "$name did not start" >&2
+  exit 1
+}
+
+# SIGTERM, then SIGKILL for apps that do not stop on it (libfcgi's threads
+# stay blocked in accept).
+stop_app() {
+  local children
+  children=$(pgrep -P "$app_pid" 2>/dev/null || true)
+  kill "$app_pid" 2>/dev/null || true
+  for _ in $(seq 40); do
+    kill -0 "$app_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -9 "$app_pid" $children 2>/dev/null || true
+  wait "$app_pid" 2>/dev/null || true
+  app_pid=""
+}
+
+# The app's CPU ticks (user + system, children included: PHP-FPM's workers).
+app_ticks() {
+  local total=0 pid
+  for pid in $(pgrep -P "$app_pid" 2>/dev/null) "$app_pid"; do
+    if [ -r "/proc/$pid/stat" ]; then
+      total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    fi
+  done
+  echo "$total"
+}
+
+# The app's peak resident memory in KiB (largest process for PHP-FPM's pool).
+app_peak_kib() {
+  local peak=0 pid kib
+  for pid in $(pgrep -P "$app_pid" 2>/dev/null) "$app_pid"; do
+    kib=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${kib:-0}" -gt "$peak" ] && peak=$kib
+  done
+  echo "$peak"
+}
+
+start_nginx() {
+  local sock=$1 port=$2
+  cat > "$work/nginx.conf" <<EOF
+$( [ "$(id -u)" = 0 ] && echo "user root root;" )
+worker_processes 1;
+daemon off;
+master_process off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work/client_body;
+    fastcgi_temp_path $work/fastcgi;
+    proxy_temp_path $work/proxy;
+    uwsgi_temp_path $work/uwsgi;
+    scgi_temp_path $work/scgi;
+    upstream app { server unix:$sock; keepalive 16; }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $root/benches/competitors/php/hello.php;
+            fastcgi_keep_conn on;
+            fastcgi_pass app;
+        }
+    }
+}
+EOF
+  taskset -c $APP_CPU nginx -p "$work" -c "$work/nginx.conf" -e "$work/nginx-error.log" &
+  nginx_pid=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nginx did not start" >&2
+  exit 1
+}
+
+# measure APP SCENARIO ROUND: one fresh app, a warm-up, one measured run.
+measure() {
+  local app=$1 scenario=$2 round=$3 sock="$work/app.sock" args=() before after peak line
+  args=(--addr "unix:$sock" --param "SCRIPT_FILENAME=$root/benches/competitors/php/hello.php")
+  case "$scenario" in
+    keep1) args+=(--conns 1) ;;
+    keep8) args+=(--conns 8) ;;
+    keep64) args+=(--conns 64) ;;
+    new8) args+=(--conns 8 --new-conn) ;;
+    post64k) args+=(--conns 8 --body 65536) ;;
+    nginx8) ;;
+    *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+  esac
+  start_app "$app" "$sock"
+  if [ "$scenario" = nginx8 ]; then
+    local port=$((20000 + RANDOM % 20000))
+    start_nginx "$sock" "$port"
+    taskset -c $LOAD_CPU wrk -t1 -c8 -d1s "http://127.0.0.1:$port/" > /dev/null
+    before=$(app_ticks)
+    line=$(taskset -c $LOAD_CPU wrk -t1 -c8 -d"${duration}s" --latency "http://127.0.0.1:$port/" \
+      | python3 "$root/benches/wrk_json.py")
+    after=$(app_ticks)
+    kill "$nginx_pid" 2>/dev/null || true
+    wait "$nginx_pid" 2>/dev/null || true
+    nginx_pid=""
+  else
+    taskset -c $LOAD_CPU "$bin/fcgi-load" "${args[@]}" --duration 1 --warmup 0 > /dev/null 2>&1 || true
+    before=$(app_ticks)
+    line=$(taskset -c $LOAD_CPU "$bin/fcgi-load" "${args[@]}" --duration "$duration" --warmup 0 --json) || true
+    after=$(app_ticks)
+  fi
+  peak=$(app_peak_kib)
+  stop_app
+  if [ -z "$line" ]; then
+    line='{"requests":0,"errors":1,"rps":0,"p50_us":0,"p99_us":0}'
+  fi
+  python3 - "$line" "$app" "$scenario" "$round" "$((after - before))" "$peak" "$(getconf CLK_TCK)" >> "$results" <<'EOF'
+import json, sys
+line, app, scenario, round_, ticks, peak, hz = sys.argv[1:]
+r = json.loads(line)
+r.update(app=app, scenario=scenario, round=int(round_), app_cpu_s=int(ticks) / int(hz), peak_rss_kib=int(peak))
+print(json.dumps(r))
+EOF
+  printf '  %-8s %-8s round %s: %s\n' "$app" "$scenario" "$round" \
+    "$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f req/s, %d errors" % (r["rps"], r["errors"]))' "$line")"
+}
+
+echo "== measuring: $rounds round(s) of ${duration}s; apps on CPU $APP_CPU, load on CPU $LOAD_CPU"
+set -- $apps
+app_list=("$@")
+for round in $(seq "$rounds"); do
+  for scenario in $scenarios; do
+    # Alternate the order of the apps from round to round.
+    n=${#app_list[@]}
+    for i in $(seq 0 $((n - 1))); do
+      measure "${app_list[$(( (i + round - 1) % n ))]}" "$scenario" "$round"
+    done
+  done
+done
+
+python3 "$root/benches/summarize.py" "$results" | tee "$out/summary.md"
+echo "results: $results, summary: $out/summary.md"

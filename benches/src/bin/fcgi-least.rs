@@ -1,0 +1,303 @@
+//! `fcgi-least`: the least work a correct FastCGI responder can do, the
+//! ceiling the comparison measures real servers against. One thread, one
+//! epoll; per connection it scans record headers only (params and body are
+//! skipped, never parsed), and when a request's empty STDIN record arrives it
+//! writes one precomputed response (STDOUT, the empty STDOUT, END_REQUEST)
+//! with the request's id patched in. It honours FCGI_KEEP_CONN, answers
+//! FCGI_GET_VALUES, and closes a connection on anything it does not expect.
+//!
+//! ```text
+//! fcgi-least                      # on fd 0, as spawn-fcgi starts it
+//! fcgi-least unix:/tmp/least.sock
+//! fcgi-least 127.0.0.1:9001
+//! ```
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::process::ExitCode;
+
+use rustix::buffer::spare_capacity;
+use rustix::event::epoll;
+use simple_fastcgi_core::{
+    BeginRequestBody, EndRequestBody, HEADER_LEN, Header, NameValue, ProtocolStatus, Record,
+    RecordType,
+};
+use simple_fastcgi_std::Listener;
+
+const BODY: &[u8] =
+    b"Status: 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello, world!";
+
+/// One connection: its socket and unparsed bytes.
+struct Conn {
+    stream: Stream,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// Bytes of the current record's content and padding still to skip.
+    skip: usize,
+    keep_conn: bool,
+}
+
+enum Stream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+fn main() -> ExitCode {
+    let listener = match std::env::args().nth(1) {
+        Some(addr) => Listener::bind(&addr).map(Some),
+        None => Listener::fd0(),
+    };
+    let listener = match listener {
+        Ok(Some(listener)) => listener,
+        Ok(None) => {
+            eprintln!("fcgi-least: fd 0 is not a listening socket; give an address");
+            return ExitCode::from(2);
+        }
+        Err(error) => {
+            eprintln!("fcgi-least: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve(&listener) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fcgi-least: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The precomputed answer for request id 1: STDOUT, empty STDOUT, END.
+fn response_template() -> Vec<u8> {
+    let mut out = vec![0u8; BODY.len() + 64];
+    let mut n = Record::encode(RecordType::Stdout, 1, BODY, &mut out).unwrap_or(0);
+    n += Record::encode(RecordType::Stdout, 1, b"", &mut out[n..]).unwrap_or(0);
+    out.truncate(n);
+    out.extend_from_slice(
+        &EndRequestBody {
+            app_status: 0,
+            protocol_status: ProtocolStatus::RequestComplete,
+        }
+        .record(1),
+    );
+    out
+}
+
+fn serve(listener: &Listener) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+    const LISTENER: u64 = u64::MAX;
+    epoll::add(
+        &epoll,
+        listener,
+        epoll::EventData::new_u64(LISTENER),
+        epoll::EventFlags::IN,
+    )?;
+    let mut response = response_template();
+    // Offsets of the three request-id fields to patch.
+    let id_offsets = [2, 2 + HEADER_LEN + BODY.len() + (8 - BODY.len() % 8) % 8];
+    let end_offset = response.len() - 16 + 2;
+    let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+    let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+    loop {
+        events.clear();
+        match epoll::wait(&epoll, spare_capacity(&mut events), None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(error) => return Err(error.into()),
+        }
+        for event in &events {
+            let key = event.data.u64();
+            if key == LISTENER {
+                accept_all(listener, &epoll, &mut conns);
+                continue;
+            }
+            let fd = RawFd::try_from(key).unwrap_or(-1);
+            let Some(conn) = conns.get_mut(&fd) else {
+                continue;
+            };
+            let keep = conn
+                .serve(&mut response, id_offsets, end_offset)
+                .unwrap_or(false);
+            if !keep {
+                conns.remove(&fd);
+            }
+        }
+    }
+}
+
+fn accept_all(listener: &Listener, epoll: &OwnedFd, conns: &mut HashMap<RawFd, Conn>) {
+    loop {
+        let accepted = rustix::net::accept_with(
+            listener,
+            rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+        );
+        let fd = match accepted {
+            Ok(fd) => fd,
+            Err(_) => return,
+        };
+        let raw = fd.as_raw_fd();
+        let stream = if listener.is_tcp() {
+            let stream = std::net::TcpStream::from(fd);
+            let _ = stream.set_nodelay(true);
+            Stream::Tcp(stream)
+        } else {
+            Stream::Unix(std::os::unix::net::UnixStream::from(fd))
+        };
+        let registered = epoll::add(
+            epoll,
+            stream.as_fd(),
+            epoll::EventData::new_u64(u64::try_from(raw).unwrap_or(0)),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        );
+        if registered.is_ok() {
+            conns.insert(
+                raw,
+                Conn {
+                    stream,
+                    buf: vec![0u8; 80 * 1024].into_boxed_slice(),
+                    start: 0,
+                    end: 0,
+                    skip: 0,
+                    keep_conn: true,
+                },
+            );
+        }
+    }
+}
+
+impl Conn {
+    /// Reads until it would block, answering each request as its empty
+    /// STDIN arrives; `Ok(false)` when the connection is done.
+    fn serve(
+        &mut self,
+        response: &mut [u8],
+        id_offsets: [usize; 2],
+        end_offset: usize,
+    ) -> io::Result<bool> {
+        loop {
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            } else if self.end == self.buf.len() {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let n = match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.end += n;
+            // Skip the rest of records whose content does not matter.
+            let skip = self.skip.min(self.end - self.start);
+            self.start += skip;
+            self.skip -= skip;
+            while self.skip == 0 && self.end - self.start >= HEADER_LEN {
+                let Ok((_, header)) = Header::parse(&self.buf[self.start..self.end]) else {
+                    return Ok(false);
+                };
+                let content = usize::from(header.content_length);
+                let whole = HEADER_LEN + content + usize::from(header.padding_length);
+                match header.record_type {
+                    RecordType::BeginRequest => {
+                        if self.end - self.start < HEADER_LEN + BeginRequestBody::LEN {
+                            break;
+                        }
+                        let body = &self.buf[self.start + HEADER_LEN..self.end];
+                        let Ok((_, begin)) = BeginRequestBody::parse(body) else {
+                            return Ok(false);
+                        };
+                        self.keep_conn = begin.keep_conn();
+                    }
+                    RecordType::Stdin if content == 0 => {
+                        let [hi, lo] = header.request_id.to_be_bytes();
+                        for at in id_offsets.into_iter().chain([end_offset]) {
+                            response[at] = hi;
+                            response[at + 1] = lo;
+                        }
+                        self.stream.write_all(response)?;
+                        if !self.keep_conn {
+                            return Ok(false);
+                        }
+                    }
+                    RecordType::GetValues => {
+                        if self.end - self.start < whole {
+                            break;
+                        }
+                        self.answer_get_values(content)?;
+                    }
+                    RecordType::Params
+                    | RecordType::Stdin
+                    | RecordType::AbortRequest
+                    | RecordType::Data => {}
+                    _ => return Ok(false),
+                }
+                let available = self.end - self.start;
+                self.start += whole.min(available);
+                self.skip = whole.saturating_sub(available);
+            }
+        }
+    }
+
+    fn answer_get_values(&mut self, content: usize) -> io::Result<()> {
+        let mut reply = Vec::new();
+        let mut rest = &self.buf[self.start + HEADER_LEN..self.start + HEADER_LEN + content];
+        while let Ok((after, pair)) = NameValue::parse(rest) {
+            let value: &[u8] = match pair.name {
+                b"FCGI_MAX_CONNS" => b"1024",
+                b"FCGI_MAX_REQS" => b"1024",
+                b"FCGI_MPXS_CONNS" => b"0",
+                _ => {
+                    rest = after;
+                    continue;
+                }
+            };
+            let answer = NameValue::new(pair.name, value);
+            let at = reply.len();
+            reply.resize(at + answer.encoded_len(), 0);
+            let _ = answer.encode(&mut reply[at..]);
+            rest = after;
+        }
+        let mut record = vec![0u8; reply.len() + 16];
+        let n = Record::encode(RecordType::GetValuesResult, 0, &reply, &mut record)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.stream.write_all(&record[..n])
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
