@@ -94,6 +94,27 @@ impl Input {
     }
 }
 
+/// The memory a connection needs, kept for the next connection when one
+/// closes: allocating and faulting in ~150 KiB for every connection was most
+/// of the cost of a connection per request.
+pub(crate) struct Buffers {
+    buf: Box<[u8]>,
+    out: Vec<u8>,
+    stdin: VecDeque<(usize, usize)>,
+    data: VecDeque<(usize, usize)>,
+}
+
+impl Buffers {
+    pub(crate) fn new() -> Buffers {
+        Buffers {
+            buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+            out: Vec::with_capacity(OUT_BUFFER),
+            stdin: VecDeque::with_capacity(8),
+            data: VecDeque::with_capacity(8),
+        }
+    }
+}
+
 /// Which input stream a handler reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -102,20 +123,29 @@ pub(crate) enum Kind {
 }
 
 impl Io {
-    pub(crate) fn new(stream: Stream, config: Config, settings: &Settings) -> io::Result<Io> {
+    pub(crate) fn new(stream: Stream, config: Config, settings: &Settings, buffers: Buffers) -> io::Result<Io> {
         stream.set_read_timeout(Some(settings.linger.max(Duration::from_millis(1))))?;
         stream.set_write_timeout(Some(settings.write_timeout))?;
         stream.set_nodelay()?;
+        let Buffers {
+            buf,
+            mut out,
+            mut stdin,
+            mut data,
+        } = buffers;
+        out.clear();
+        stdin.clear();
+        data.clear();
         Ok(Io {
             stream,
             core: Connection::new(config),
-            buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+            buf,
             start: 0,
             end: 0,
-            out: Vec::with_capacity(OUT_BUFFER),
+            out,
             input: Input {
-                stdin: VecDeque::with_capacity(8),
-                data: VecDeque::with_capacity(8),
+                stdin,
+                data,
                 ..Input::default()
             },
             read_timeout: settings.read_timeout,
@@ -483,33 +513,32 @@ impl Io {
     /// closes, for at most [`Settings::lingering_close`]: closing a socket
     /// with unread input is a reset, and nginx and Apache then throw away the
     /// response they are reading (502/503).
-    pub(crate) fn close(mut self) {
+    pub(crate) fn close(mut self) -> Buffers {
         if !self.broken {
             let _ = self.write_pending();
         }
-        let _ = self.stream.shutdown(Shutdown::Write);
-        if self.broken || self.eof {
-            return;
-        }
-        if !(self.input.open() || self.core.is_mid_record()) {
-            // Nothing more is expected; take what may already be there.
-            let _ = self.stream.read_nonblocking(&mut self.buf);
-            return;
-        }
-        let deadline = Instant::now() + self.lingering_close;
-        while Instant::now() < deadline {
-            match self.stream.read(&mut self.buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => return,
+        if !self.broken && !self.eof && (self.input.open() || self.core.is_mid_record()) {
+            let _ = self.stream.shutdown(Shutdown::Write);
+            let deadline = Instant::now() + self.lingering_close;
+            while Instant::now() < deadline {
+                match self.stream.read(&mut self.buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(_) => break,
+                }
             }
+        }
+        // Otherwise nothing more is expected: dropping the socket closes it.
+        Buffers {
+            buf: self.buf,
+            out: self.out,
+            stdin: self.input.stdin,
+            data: self.input.data,
         }
     }
 

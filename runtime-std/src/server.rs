@@ -23,7 +23,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use simple_fastcgi_core::{Config, Params};
 
 use crate::cgi::{self, CgiIo};
-use crate::conn::{Begun, Fill, Io, Ready};
+use crate::conn::{Begun, Buffers, Fill, Io, Ready};
 use crate::handler::Handler;
 use crate::listener::{self, Fd0, Listener};
 use crate::request::{Backend, Request};
@@ -54,7 +54,7 @@ pub struct Server<H: Handler> {
 }
 
 enum Mode {
-    Listen(Listener),
+    Listen(Arc<Listener>),
     Cgi,
 }
 
@@ -91,6 +91,10 @@ enum Outcome {
 /// The state the poller and the workers share while serving.
 struct Pool {
     settings: Settings,
+    /// The listening socket: workers accept from it too.
+    listener: Arc<Listener>,
+    /// Memory of closed connections, for the next ones.
+    spare: Mutex<Vec<(Buffers, Box<Params>)>>,
     config: Config,
     queue: Mutex<Queue>,
     work: Condvar,
@@ -111,7 +115,7 @@ impl<H: Handler> Server<H> {
     /// program instead. Settings come from [`Settings::from_env`].
     pub fn new(handler: H) -> io::Result<Server<H>> {
         let mode = match listener::detect_fd0()? {
-            Fd0::Listener(listener) => Mode::Listen(listener),
+            Fd0::Listener(listener) => Mode::Listen(Arc::new(listener)),
             Fd0::NotASocket => Mode::Cgi,
         };
         Server::with_mode(handler, mode)
@@ -120,18 +124,18 @@ impl<H: Handler> Server<H> {
     /// A server listening on `addr`: `host:port` for TCP, a path (or
     /// `unix:path`) for a Unix socket; see [`Listener::bind`].
     pub fn bind(addr: &str, handler: H) -> io::Result<Server<H>> {
-        Server::with_mode(handler, Mode::Listen(Listener::bind(addr)?))
+        Server::with_mode(handler, Mode::Listen(Arc::new(Listener::bind(addr)?)))
     }
 
     /// A server on a listener the caller has (`TcpListener`, `UnixListener`
     /// or [`Listener`]).
     pub fn from_listener(listener: impl Into<Listener>, handler: H) -> io::Result<Server<H>> {
-        Server::with_mode(handler, Mode::Listen(listener.into()))
+        Server::with_mode(handler, Mode::Listen(Arc::new(listener.into())))
     }
 
     /// A server on a listening socket given as a file descriptor.
     pub fn from_fd(fd: OwnedFd, handler: H) -> io::Result<Server<H>> {
-        Server::with_mode(handler, Mode::Listen(Listener::from_fd(fd)?))
+        Server::with_mode(handler, Mode::Listen(Arc::new(Listener::from_fd(fd)?)))
     }
 
     fn with_mode(handler: H, mode: Mode) -> io::Result<Server<H>> {
@@ -204,6 +208,8 @@ impl<H: Handler> Server<H> {
         } else {
             None
         };
+        // Non-blocking: the poller and the workers all accept from it.
+        listener.set_nonblocking(true)?;
         let (parked_tx, parked_rx) = mpsc::channel();
         let settings = self.settings.clone();
         let pool = Arc::new(Pool {
@@ -214,6 +220,8 @@ impl<H: Handler> Server<H> {
                 max_reqs_per_conn: 1,
             },
             settings,
+            listener: Arc::clone(listener),
+            spare: Mutex::new(Vec::new()),
             queue: Mutex::new(Queue {
                 conns: VecDeque::new(),
                 closed: false,
@@ -250,7 +258,6 @@ impl<H: Handler> Server<H> {
         parked_rx: &mpsc::Receiver<Conn>,
     ) -> io::Result<()> {
         let settings = &pool.settings;
-        listener.set_nonblocking(true)?;
         let mut parked: Vec<Conn> = Vec::new();
         let mut ready: Vec<bool> = Vec::new();
         let mut draining: Option<Instant> = None;
@@ -349,49 +356,8 @@ impl<H: Handler> Server<H> {
     }
 
     fn accept(&self, listener: &Listener, pool: &Pool) {
-        let settings = &pool.settings;
-        loop {
-            let (stream, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(error) => {
-                    // Out of descriptors or memory: try again on the next wake.
-                    eprintln!("simple-fastcgi: accept failed: {error}");
-                    return;
-                }
-            };
-            if pool.live.load(Ordering::SeqCst) >= settings.max_conns {
-                // Over the limit: a clean close, not a hang.
-                drop(stream);
-                continue;
-            }
-            if let (Some(allowed), Some(ip)) = (&settings.web_server_addrs, peer) {
-                if !allowed.allows(ip) {
-                    eprintln!(
-                        "simple-fastcgi: refused a connection from {ip}: not in FCGI_WEB_SERVER_ADDRS"
-                    );
-                    drop(stream);
-                    continue;
-                }
-            }
-            match Io::new(stream, pool.config, settings) {
-                Ok(io) => {
-                    pool.live.fetch_add(1, Ordering::SeqCst);
-                    dispatch(
-                        pool,
-                        Conn {
-                            io,
-                            params: Box::default(),
-                            begun: None,
-                            served: 0,
-                            deadline: Instant::now(),
-                        },
-                    );
-                }
-                Err(error) => eprintln!("simple-fastcgi: cannot set up a connection: {error}"),
-            }
+        while let Some(conn) = accept_one(listener, pool) {
+            dispatch(pool, conn);
         }
     }
 
@@ -461,15 +427,112 @@ fn dispatch(pool: &Pool, conn: Conn) {
     pool.work.notify_one();
 }
 
+/// Accepts one connection that may be served (over `max_conns`, or from an
+/// address FCGI_WEB_SERVER_ADDRS does not list, connections are closed at
+/// once); `None` when none is waiting.
+fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
+    let settings = &pool.settings;
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => continue,
+            Err(error) => {
+                // Out of descriptors or memory: try again on the next wake.
+                eprintln!("simple-fastcgi: accept failed: {error}");
+                return None;
+            }
+        };
+        if pool.live.load(Ordering::SeqCst) >= settings.max_conns {
+            // Over the limit: a clean close, not a hang.
+            continue;
+        }
+        if let (Some(allowed), Some(ip)) = (&settings.web_server_addrs, peer) {
+            if !allowed.allows(ip) {
+                eprintln!("simple-fastcgi: refused a connection from {ip}: not in FCGI_WEB_SERVER_ADDRS");
+                continue;
+            }
+        }
+        let (buffers, params) = pool
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_else(|| (Buffers::new(), Box::default()));
+        match Io::new(stream, pool.config, settings, buffers) {
+            Ok(io) => {
+                pool.live.fetch_add(1, Ordering::SeqCst);
+                return Some(Conn {
+                    io,
+                    params,
+                    begun: None,
+                    served: 0,
+                    deadline: Instant::now(),
+                });
+            }
+            Err(error) => eprintln!("simple-fastcgi: cannot set up a connection: {error}"),
+        }
+    }
+}
+
+/// Closes a connection and keeps its memory for the next one.
 fn close(pool: &Pool, conn: Conn) {
-    conn.io.close();
+    let Conn { io, params, .. } = conn;
+    let buffers = io.close();
     pool.live.fetch_sub(1, Ordering::SeqCst);
+    let mut spare = pool.spare.lock().unwrap_or_else(PoisonError::into_inner);
+    if spare.len() < pool.settings.workers {
+        spare.push((buffers, params));
+    }
+}
+
+/// Serves `conn` on this worker, and then any connection waiting to be
+/// accepted, until none is.
+fn dispatch_local<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, mut conn: Conn) {
+    loop {
+        match serve(&mut conn, pool, handler, handle) {
+            Outcome::Park => {
+                park(pool, handle, conn);
+                return;
+            }
+            Outcome::Close => {
+                close(pool, conn);
+                if handle.is_shutting_down() {
+                    wake(handle);
+                    return;
+                }
+                match accept_one(&pool.listener, pool) {
+                    Some(next) => conn = next,
+                    None => return,
+                }
+            }
+        }
+    }
+}
+
+/// Hands a connection that waits for the web server to the poller.
+fn park(pool: &Pool, handle: &ServerHandle, mut conn: Conn) {
+    let settings = &pool.settings;
+    conn.deadline = match conn.begun {
+        Some(_) => conn.io.last_data() + settings.read_timeout,
+        None => Instant::now() + settings.idle_timeout,
+    };
+    let sent = pool
+        .parked
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .send(conn);
+    match sent {
+        Ok(()) => wake(handle),
+        Err(mpsc::SendError(conn)) => close(pool, conn),
+    }
 }
 
 /// A worker thread: serves connections from the queue until it closes.
 fn worker<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle) {
     loop {
-        let mut conn = {
+        let conn = {
             let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
             loop {
                 if let Some(conn) = queue.conns.pop_front() {
@@ -485,30 +548,9 @@ fn worker<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         };
-        match serve(&mut conn, pool, handler, handle) {
-            Outcome::Park => {
-                let settings = &pool.settings;
-                conn.deadline = match conn.begun {
-                    Some(_) => conn.io.last_data() + settings.read_timeout,
-                    None => Instant::now() + settings.idle_timeout,
-                };
-                let sent = pool
-                    .parked
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .send(conn);
-                match sent {
-                    Ok(()) => wake(handle),
-                    Err(mpsc::SendError(conn)) => close(pool, conn),
-                }
-            }
-            Outcome::Close => {
-                close(pool, conn);
-                if handle.is_shutting_down() {
-                    wake(handle);
-                }
-            }
-        }
+        // A connection that closes is followed by any connection waiting
+        // to be accepted, served here at once without a hand-off.
+        dispatch_local(pool, handler, handle, conn);
     }
 }
 
