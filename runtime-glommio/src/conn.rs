@@ -14,7 +14,7 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::future::{self, poll_fn};
 use futures_lite::io::{AsyncRead, AsyncWrite};
@@ -74,8 +74,17 @@ pub(crate) struct Conn {
     stream: RefCell<TcpStream>,
     write_lock: Semaphore,
     pub(crate) state: RefCell<State>,
-    /// Wakes the reader: buffer room freed, a request ended, stop asked.
+    /// Wakes the reader: buffer room freed, a request ended, stop asked,
+    /// or its deadline passed.
     pub(crate) wake_reader: Signal,
+    /// The reader waits for a handler to free a read block.
+    waiting_room: Cell<bool>,
+    /// When the connection times out if the web server sends nothing
+    /// (`None`: not while handlers run with all their input). Checked by the
+    /// executor's sweeper, so reads carry no timer of their own.
+    deadline: Cell<Option<Instant>>,
+    /// The sweeper found the deadline passed.
+    timed_out: Cell<bool>,
     /// Wakes the closing reader when the last request ended.
     idle: Signal,
     settings: Rc<Settings>,
@@ -161,7 +170,9 @@ impl Slot {
         if chunk.start == chunk.end {
             queue.pop_front();
             // The block may be free for the reader again.
-            conn.wake_reader.notify();
+            if conn.waiting_room.get() {
+                conn.wake_reader.notify();
+            }
         }
         Some(n)
     }
@@ -205,6 +216,9 @@ impl Conn {
                 broken: false,
             }),
             wake_reader: Signal::default(),
+            waiting_room: Cell::new(false),
+            deadline: Cell::new(Some(Instant::now() + settings.idle_timeout)),
+            timed_out: Cell::new(false),
             idle: Signal::default(),
             settings,
         }
@@ -280,9 +294,25 @@ impl Conn {
         {
             state.closing = true;
         }
+        let wake = state.closing || state.core.is_closed() || self.waiting_room.get();
+        if state.slots.is_empty() {
+            self.deadline
+                .set(Some(Instant::now() + self.settings.idle_timeout));
+        }
         drop(state);
-        self.wake_reader.notify();
+        if wake {
+            self.wake_reader.notify();
+        }
         self.idle.notify();
+    }
+
+    /// Called by the executor's sweeper: wakes the reader when the deadline
+    /// passed.
+    pub(crate) fn check_deadline(&self, now: Instant) {
+        if self.deadline.get().is_some_and(|deadline| deadline <= now) {
+            self.timed_out.set(true);
+            self.wake_reader.notify();
+        }
     }
 
     /// Whether the connection should close now: asked to and idle.
@@ -299,8 +329,8 @@ pub(crate) trait Spawner {
 }
 
 /// Serves one connection until it closes.
-pub(crate) async fn serve(conn: Rc<Conn>, spawner: &impl Spawner, draining: &Cell<bool>) {
-    let result = read_loop(&conn, spawner, draining).await;
+pub(crate) async fn serve(conn: Rc<Conn>, spawner: &impl Spawner) {
+    let result = read_loop(&conn, spawner).await;
     let gone = match &result {
         Ok(()) => io::ErrorKind::ConnectionAborted,
         Err(error) => {
@@ -374,11 +404,7 @@ enum Woken {
 
 /// The reader: reads, feeds the core, routes events, until the connection
 /// closes.
-async fn read_loop(
-    conn: &Rc<Conn>,
-    spawner: &impl Spawner,
-    draining: &Cell<bool>,
-) -> io::Result<()> {
+async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
     let settings = Rc::clone(&conn.settings);
     let mut current = Rc::new(Block {
         bytes: vec![0u8; BLOCK].into_boxed_slice(),
@@ -386,7 +412,6 @@ async fn read_loop(
     let mut retired: Vec<Rc<Block>> = Vec::new();
     let (mut start, mut end) = (0usize, 0usize);
     let mut replies: Vec<u8> = Vec::new();
-    let mut timeout: Option<Option<Duration>> = None;
     loop {
         // Feed what is buffered until the core needs more.
         loop {
@@ -507,9 +532,7 @@ async fn read_loop(
                 break;
             }
         }
-        if conn.should_close()
-            || (draining.get() && conn.state.borrow().slots.is_empty() && start == end)
-        {
+        if conn.should_close() {
             return Ok(());
         }
 
@@ -527,7 +550,9 @@ async fn read_loop(
                     });
                 }
                 // Every block holds body bytes a handler has not read yet.
+                conn.waiting_room.set(true);
                 conn.wake_reader.wait().await;
+                conn.waiting_room.set(false);
                 if conn.should_close() {
                     return Ok(());
                 }
@@ -541,9 +566,9 @@ async fn read_loop(
         end -= start;
         start = 0;
 
-        // Read, with the timeout that fits: idle between requests, the read
-        // timeout while a request waits for input, none while handlers run.
-        let wanted = {
+        // The deadline that fits: idle between requests, the read timeout
+        // while a request waits for input, none while handlers run.
+        let deadline = {
             let state = conn.state.borrow();
             if state.slots.is_empty() {
                 Some(settings.idle_timeout)
@@ -553,10 +578,8 @@ async fn read_loop(
                 None
             }
         };
-        if timeout != Some(wanted) {
-            let _ = conn.stream.borrow().set_read_timeout(wanted);
-            timeout = Some(wanted);
-        }
+        conn.deadline
+            .set(deadline.map(|timeout| Instant::now() + timeout));
         let Some(block) = Rc::get_mut(&mut current) else {
             return Err(io::Error::other("read block still shared"));
         };
@@ -579,6 +602,17 @@ async fn read_loop(
                 };
             }
             Woken::Read(Ok(n)) => end += n,
+            Woken::Reader if conn.timed_out.get() => {
+                let quiet = conn.state.borrow().slots.is_empty() && start == end;
+                return if quiet {
+                    Ok(())
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the web server sent nothing for the read timeout",
+                    ))
+                };
+            }
             Woken::Read(Err(error)) if error.kind() == io::ErrorKind::TimedOut => {
                 let quiet = conn.state.borrow().slots.is_empty() && start == end;
                 return if quiet { Ok(()) } else { Err(error) };

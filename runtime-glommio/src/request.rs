@@ -309,13 +309,21 @@ impl<'a> Request<'a> {
     pub(crate) async fn finish(mut self, app_status: u32) -> io::Result<()> {
         let mut result = Ok(());
         let payload_len = self.out.len() - HEADER_LEN;
-        let record_len = if payload_len > MAX_CONTENT_LEN {
+        // Where the bytes to send start in `out`: the in-place record, or
+        // after the header room when there is no payload left to send.
+        let start = if payload_len > MAX_CONTENT_LEN {
             result = self.flush().await;
-            0
+            HEADER_LEN
         } else if payload_len > 0 {
-            self.frame_in_place()?
+            match self.frame_in_place() {
+                Ok(_) => 0,
+                Err(error) => {
+                    result = Err(error);
+                    HEADER_LEN
+                }
+            }
         } else {
-            0
+            HEADER_LEN
         };
         let close = match self.output.take() {
             Some(output) => {
@@ -326,12 +334,9 @@ impl<'a> Request<'a> {
                     .core
                     .end_request(output, app_status);
                 if result.is_ok() {
-                    let record = if record_len > 0 {
-                        &self.out[..record_len]
-                    } else {
-                        &[][..]
-                    };
-                    result = self.conn.write_locked(&[record, end.as_bytes()]).await;
+                    // The last record and the ending in one write.
+                    self.out.extend_from_slice(end.as_bytes());
+                    result = self.conn.write_locked(&[&self.out[start..]]).await;
                 }
                 end.close_connection()
             }

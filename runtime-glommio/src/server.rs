@@ -72,7 +72,6 @@ struct Control {
 struct Exec<H> {
     handler: H,
     handle: ServerHandle,
-    draining: Cell<bool>,
     conns: RefCell<Vec<Weak<Conn>>>,
     tasks: Cell<usize>,
     done: conn::Signal,
@@ -253,12 +252,29 @@ where
             handle: ServerHandle {
                 control: Arc::clone(&self.control),
             },
-            draining: Cell::new(false),
             conns: RefCell::new(Vec::new()),
             tasks: Cell::new(0),
             done: conn::Signal::default(),
         });
         let is_tcp = self.listener.is_tcp();
+        // Timeouts: one sweep over this executor's connections, instead of a
+        // timer on every read.
+        let sweep_every = (settings.read_timeout.min(settings.idle_timeout) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let sweeper = {
+            let exec = Rc::clone(&exec);
+            glommio::spawn_local(async move {
+                loop {
+                    glommio::timer::sleep(sweep_every).await;
+                    let now = std::time::Instant::now();
+                    let mut conns = exec.conns.borrow_mut();
+                    conns.retain(|c| c.strong_count() > 0);
+                    for conn in conns.iter().filter_map(Weak::upgrade) {
+                        conn.check_deadline(now);
+                    }
+                }
+            })
+        };
         loop {
             let accepted = future::or(async { Some(listener.shared_accept().await) }, async {
                 wait_for_shutdown(&self.control).await;
@@ -306,7 +322,7 @@ where
             let task_exec = Rc::clone(&exec);
             let control = Arc::clone(&self.control);
             glommio::spawn_local(async move {
-                conn::serve(conn, &task_exec, &task_exec.draining).await;
+                conn::serve(conn, &task_exec).await;
                 control.live.fetch_sub(1, Ordering::SeqCst);
                 task_exec.tasks.set(task_exec.tasks.get() - 1);
                 task_exec.done.notify();
@@ -314,8 +330,10 @@ where
             .detach();
         }
         // Draining: idle connections close, in-flight requests finish.
-        exec.draining.set(true);
+        // Every connection closes once its requests are done (idle ones at
+        // once).
         for conn in exec.conns.borrow().iter().filter_map(Weak::upgrade) {
+            conn.state.borrow_mut().closing = true;
             conn.wake_reader.notify();
         }
         let drained = within(self.settings.shutdown_timeout, async {
@@ -330,6 +348,7 @@ where
                 exec.tasks.get()
             );
         }
+        drop(sweeper);
         Ok(())
     }
 }

@@ -123,7 +123,12 @@ pub(crate) enum Kind {
 }
 
 impl Io {
-    pub(crate) fn new(stream: Stream, config: Config, settings: &Settings, buffers: Buffers) -> io::Result<Io> {
+    pub(crate) fn new(
+        stream: Stream,
+        config: Config,
+        settings: &Settings,
+        buffers: Buffers,
+    ) -> io::Result<Io> {
         stream.set_read_timeout(Some(settings.linger.max(Duration::from_millis(1))))?;
         stream.set_write_timeout(Some(settings.write_timeout))?;
         stream.set_nodelay()?;
@@ -527,7 +532,9 @@ impl Io {
                     Err(e)
                         if matches!(
                             e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                                | io::ErrorKind::Interrupted
                         ) => {}
                     Err(_) => break,
                 }

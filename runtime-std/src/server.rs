@@ -450,7 +450,9 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
         }
         if let (Some(allowed), Some(ip)) = (&settings.web_server_addrs, peer) {
             if !allowed.allows(ip) {
-                eprintln!("simple-fastcgi: refused a connection from {ip}: not in FCGI_WEB_SERVER_ADDRS");
+                eprintln!(
+                    "simple-fastcgi: refused a connection from {ip}: not in FCGI_WEB_SERVER_ADDRS"
+                );
                 continue;
             }
         }
