@@ -87,6 +87,11 @@ pub(crate) struct Conn {
     timed_out: Cell<bool>,
     /// Wakes the closing reader when the last request ended.
     idle: Signal,
+    /// Request-running tasks of this connection waiting for their next
+    /// request: a request does not cost a task spawn.
+    pub(crate) idle_runners: RefCell<Vec<Rc<Runner>>>,
+    /// The connection ended: idle runners stop.
+    pub(crate) ended: Cell<bool>,
     settings: Rc<Settings>,
 }
 
@@ -96,6 +101,7 @@ pub(crate) struct State {
     pub(crate) slots: Vec<Rc<Slot>>,
     params_pool: Vec<Box<Params>>,
     out_pool: Vec<Vec<u8>>,
+    free_slots: Vec<Rc<Slot>>,
     served: u64,
     /// Close once no request is active (limit reached, or shutting down).
     pub(crate) closing: bool,
@@ -103,11 +109,12 @@ pub(crate) struct State {
     broken: bool,
 }
 
-/// One active request.
+/// One active request. Slots are reused for the connection's next
+/// requests, so their fields are cells.
 pub(crate) struct Slot {
-    pub(crate) request_id: u16,
-    pub(crate) role: Role,
-    pub(crate) keep_conn: bool,
+    pub(crate) request_id: Cell<u16>,
+    pub(crate) role: Cell<Role>,
+    pub(crate) keep_conn: Cell<bool>,
     pub(crate) params: RefCell<Option<Box<Params>>>,
     pub(crate) params_error: Cell<Option<ParamsError>>,
     /// The PARAMS stream ended.
@@ -142,6 +149,16 @@ pub(crate) enum Kind {
 }
 
 impl Input {
+    /// Empties the input for a new request, keeping the queues' memory.
+    fn reset(&mut self) {
+        self.stdin.clear();
+        self.data.clear();
+        self.stdin_done = false;
+        self.data_done = false;
+        self.aborted = false;
+        self.gone = None;
+    }
+
     fn open(&self, role: Role) -> bool {
         self.gone.is_none()
             && ((role.has_stdin() && !self.stdin_done) || (role == Role::Filter && !self.data_done))
@@ -149,10 +166,50 @@ impl Input {
 }
 
 impl Slot {
+    fn new() -> Slot {
+        Slot {
+            request_id: Cell::new(0),
+            role: Cell::new(Role::Responder),
+            keep_conn: Cell::new(false),
+            params: RefCell::new(None),
+            params_error: Cell::new(None),
+            params_done: Cell::new(false),
+            spawned: Cell::new(false),
+            output: RefCell::new(None),
+            input: RefCell::new(Input::default()),
+            signal: Signal::default(),
+            abort_signal: Signal::default(),
+        }
+    }
+
+    /// Sets the slot up for a new request.
+    fn begin(
+        &self,
+        request_id: u16,
+        role: Role,
+        keep_conn: bool,
+        params: Box<Params>,
+        output: Output,
+    ) {
+        self.request_id.set(request_id);
+        self.role.set(role);
+        self.keep_conn.set(keep_conn);
+        *self.params.borrow_mut() = Some(params);
+        self.params_error.set(None);
+        self.params_done.set(false);
+        self.spawned.set(false);
+        *self.output.borrow_mut() = Some(output);
+        self.input.borrow_mut().reset();
+        self.signal.fired.set(false);
+        self.abort_signal.fired.set(false);
+    }
+
     /// Whether the request still expects input from the web server.
     pub(crate) fn input_open(&self) -> bool {
         let input = self.input.borrow();
-        input.gone.is_none() && !input.aborted && (!self.params_done.get() || input.open(self.role))
+        input.gone.is_none()
+            && !input.aborted
+            && (!self.params_done.get() || input.open(self.role.get()))
     }
 
     /// Copies the next bytes of the `kind` stream into `buf`; `None` when
@@ -211,12 +268,15 @@ impl Conn {
                 slots: Vec::new(),
                 params_pool: Vec::new(),
                 out_pool: Vec::new(),
+                free_slots: Vec::new(),
                 served: 0,
                 closing: false,
                 broken: false,
             }),
             wake_reader: Signal::default(),
             waiting_room: Cell::new(false),
+            idle_runners: RefCell::new(Vec::new()),
+            ended: Cell::new(false),
             deadline: Cell::new(Some(Instant::now() + settings.idle_timeout)),
             timed_out: Cell::new(false),
             idle: Signal::default(),
@@ -283,6 +343,9 @@ impl Conn {
     ) {
         let mut state = self.state.borrow_mut();
         state.slots.retain(|s| !Rc::ptr_eq(s, slot));
+        // The slot's task ends right after this, without another await:
+        // the slot is free for the next request.
+        state.free_slots.push(Rc::clone(slot));
         state.params_pool.push(params);
         state.out_pool.push(out);
         state.served += 1;
@@ -320,6 +383,15 @@ impl Conn {
         let state = self.state.borrow();
         state.slots.is_empty() && (state.closing || state.core.is_closed())
     }
+}
+
+/// A task that runs the connection's requests, one at a time.
+#[derive(Default)]
+pub(crate) struct Runner {
+    /// The next request to run.
+    pub(crate) slot: RefCell<Option<Rc<Slot>>>,
+    /// Wakes the runner: a request, or the connection's end.
+    pub(crate) signal: Signal,
 }
 
 /// Spawns the task of a request whose params are complete.
@@ -362,6 +434,10 @@ pub(crate) async fn serve(conn: Rc<Conn>, spawner: &impl Spawner) {
     drop(slots);
     while !conn.state.borrow().slots.is_empty() {
         conn.idle.wait().await;
+    }
+    conn.ended.set(true);
+    for runner in conn.idle_runners.borrow_mut().drain(..) {
+        runner.signal.notify();
     }
     close(&conn, input_open && result.is_ok()).await;
 }
@@ -433,19 +509,12 @@ async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
                     }) => {
                         let mut params = state.params_pool.pop().unwrap_or_default();
                         params.clear();
-                        state.slots.push(Rc::new(Slot {
-                            request_id,
-                            role,
-                            keep_conn,
-                            params: RefCell::new(Some(params)),
-                            params_error: Cell::new(None),
-                            params_done: Cell::new(false),
-                            spawned: Cell::new(false),
-                            output: RefCell::new(Some(output)),
-                            input: RefCell::new(Input::default()),
-                            signal: Signal::default(),
-                            abort_signal: Signal::default(),
-                        }));
+                        let slot = state
+                            .free_slots
+                            .pop()
+                            .unwrap_or_else(|| Rc::new(Slot::new()));
+                        slot.begin(request_id, role, keep_conn, params, output);
+                        state.slots.push(slot);
                     }
                     Some(Event::Params { request_id, bytes }) => {
                         if let Some(slot) = find(&state.slots, request_id) {
@@ -624,7 +693,9 @@ async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
 }
 
 fn find(slots: &[Rc<Slot>], request_id: u16) -> Option<&Rc<Slot>> {
-    slots.iter().find(|slot| slot.request_id == request_id)
+    slots
+        .iter()
+        .find(|slot| slot.request_id.get() == request_id)
 }
 
 /// Waits for `future` at most `timeout`; `None` when it took longer.

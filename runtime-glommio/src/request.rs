@@ -76,17 +76,17 @@ impl<'a> Request<'a> {
 
     /// The role the web server asked for.
     pub fn role(&self) -> Role {
-        self.slot.role
+        self.slot.role.get()
     }
 
     /// The FastCGI request id.
     pub fn request_id(&self) -> u16 {
-        self.slot.request_id
+        self.slot.request_id.get()
     }
 
     /// Whether the web server keeps the connection after this request.
     pub fn keep_conn(&self) -> bool {
-        self.slot.keep_conn
+        self.slot.keep_conn.get()
     }
 
     /// Whether the web server aborted the request: FCGI_ABORT_REQUEST, or
@@ -111,7 +111,7 @@ impl<'a> Request<'a> {
     /// Reads body bytes into `buf` as they arrive (the seed's `readinto`);
     /// 0 at the end of the body. An Authorizer's body is empty.
     pub async fn read_into(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.slot.role.has_stdin() {
+        if !self.slot.role.get().has_stdin() {
             return Ok(0);
         }
         self.read_stream(Kind::Stdin, buf).await
@@ -142,7 +142,7 @@ impl<'a> Request<'a> {
     /// end. It follows the body: body bytes not read yet are skipped. Empty
     /// for other roles.
     pub async fn read_data_into(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.slot.role != Role::Filter {
+        if self.slot.role.get() != Role::Filter {
             return Ok(0);
         }
         while !self.slot.input.borrow().stdin_done {

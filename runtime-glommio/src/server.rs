@@ -17,7 +17,7 @@ use futures_lite::future;
 use glommio::{LocalExecutorBuilder, Placement};
 use simple_fastcgi_std::Listener;
 
-use crate::conn::{self, Conn, Slot, Spawner, within};
+use crate::conn::{self, Conn, Runner, Slot, Spawner, within};
 use crate::handler::Handler;
 use crate::request::Request;
 use crate::settings::Settings;
@@ -221,6 +221,7 @@ where
             let join = LocalExecutorBuilder::new(placement)
                 .name(&format!("fcgi-exec-{n}"))
                 .io_memory(IO_MEMORY)
+                .spin_before_park(self.settings.spin_before_park)
                 .spawn(move || async move { inner.serve_executor(fd).await })
                 .map_err(|e| io::Error::other(format!("cannot start executor {n}: {e}")))?;
             joins.push(join);
@@ -355,7 +356,39 @@ where
 
 impl<H: Handler> Spawner for Rc<Exec<H>> {
     fn spawn(&self, conn: Rc<Conn>, slot: Rc<Slot>) {
-        glommio::spawn_local(run_request(Rc::clone(self), conn, slot)).detach();
+        let idle = conn.idle_runners.borrow_mut().pop();
+        match idle {
+            Some(runner) => {
+                *runner.slot.borrow_mut() = Some(slot);
+                runner.signal.notify();
+            }
+            None => {
+                // A runner more, for as long as the connection lives: only
+                // concurrent (multiplexed) requests need more than one.
+                let runner = Rc::new(Runner::default());
+                *runner.slot.borrow_mut() = Some(slot);
+                glommio::spawn_local(run_requests(Rc::clone(self), conn, runner)).detach();
+            }
+        }
+    }
+}
+
+/// A runner task: runs the requests handed to it, one at a time, until the
+/// connection ends.
+async fn run_requests<H: Handler>(exec: Rc<Exec<H>>, conn: Rc<Conn>, runner: Rc<Runner>) {
+    loop {
+        let next = runner.slot.borrow_mut().take();
+        match next {
+            Some(slot) => {
+                run_request(&exec, &conn, &slot).await;
+                if conn.ended.get() {
+                    return;
+                }
+                conn.idle_runners.borrow_mut().push(Rc::clone(&runner));
+            }
+            None if conn.ended.get() => return,
+            None => runner.signal.wait().await,
+        }
     }
 }
 
@@ -390,20 +423,20 @@ async fn wait_for_shutdown(control: &Control) {
 }
 
 /// Runs one request whose params are complete (or that was aborted first).
-async fn run_request<H: Handler>(exec: Rc<Exec<H>>, conn: Rc<Conn>, slot: Rc<Slot>) {
+async fn run_request<H: Handler>(exec: &Exec<H>, conn: &Conn, slot: &Rc<Slot>) {
     let params = slot.params.borrow_mut().take();
     let output = slot.output.borrow_mut().take();
     let (Some(params), Some(output)) = (params, output) else {
         return;
     };
-    let mut req = Request::new(&conn, &slot, &exec.handle, params, output);
+    let mut req = Request::new(conn, slot, &exec.handle, params, output);
     let status = if !slot.params_done.get() {
         // Aborted before it could start.
         0
     } else if let Some(error) = slot.params_error.get() {
         eprintln!(
             "simple-fastcgi: request {} refused: {error}",
-            slot.request_id
+            slot.request_id.get()
         );
         let _ = req
             .send_response(error.http_status(), "", (), &[], false)
@@ -419,7 +452,7 @@ async fn run_request<H: Handler>(exec: Rc<Exec<H>>, conn: Rc<Conn>, slot: Rc<Slo
         ) {
             eprintln!(
                 "simple-fastcgi: ending request {}: {error}",
-                slot.request_id
+                slot.request_id.get()
             );
         }
     }

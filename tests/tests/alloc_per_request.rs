@@ -1,0 +1,140 @@
+//! No heap allocation per request in steady state: the std runtime's server
+//! runs in this process under a counting global allocator, serves thousands
+//! of keep-conn requests from a client that allocates nothing itself, and
+//! the count over the measured requests stays at a constant that does not
+//! grow with their number.
+//!
+//! (The glommio runtime's own per-request path reuses its slots, buffers and
+//! runner tasks too, but glommio 0.9 allocates inside its reactor every time
+//! an executor goes to sleep and wakes up: about ten blocks per sleep, which
+//! with one client means per request. See the README's benchmark notes.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use simple_fastcgi_tests::wire::nginx_request;
+
+/// Counts every allocation in the process, then defers to the system.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments
+// unchanged, so `System`'s guarantees hold; the counter is an atomic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` through `alloc`/`realloc` above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The count is process-wide: the servers are measured one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Sends `request` and reads records until END_REQUEST, into `buf`, without
+/// allocating; returns the response's byte count.
+fn exchange(stream: &mut impl ReadWrite, request: &[u8], buf: &mut [u8]) -> usize {
+    stream.write_all(request).expect("send");
+    let mut filled = 0;
+    loop {
+        let n = stream.read(&mut buf[filled..]).expect("receive");
+        assert!(n > 0, "connection closed");
+        filled += n;
+        // END_REQUEST is the last record: type 3, 8 content bytes.
+        if filled >= 16 && buf[filled - 16] == 1 && buf[filled - 15] == 3 {
+            return filled;
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Allocations while `rounds` requests are served on one kept connection.
+fn allocations_over(stream: &mut impl ReadWrite, rounds: usize) -> usize {
+    let request = nginx_request(1, b"");
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..500 {
+        exchange(stream, &request, &mut buf);
+    }
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..rounds {
+        let n = exchange(stream, &request, &mut buf);
+        assert!(buf[..n].windows(13).any(|w| w == b"Hello, world!"));
+    }
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn std_runtime_allocates_nothing_per_request() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = simple_fastcgi_std::Server::from_listener(
+        listener,
+        |req: &mut simple_fastcgi_std::Request<'_>| {
+            req.send_response(200, "text/plain", "Hello, world!", &[], false)
+        },
+    )
+    .unwrap()
+    .with_settings(simple_fastcgi_std::Settings {
+        handle_signals: false,
+        // Long enough that the worker never hands the connection back.
+        linger: Duration::from_secs(5),
+        ..simple_fastcgi_std::Settings::default()
+    });
+    let handle = server.handle();
+    let serving = thread::spawn(move || server.serve_forever());
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let few = allocations_over(&mut stream, 1_000);
+    let many = allocations_over(&mut stream, 5_000);
+    handle.shutdown();
+    drop(stream);
+    serving.join().unwrap().unwrap();
+    assert!(
+        many <= few + 5 && many < 50,
+        "allocations: {few} over 1000 requests, {many} over 5000"
+    );
+}
+
+#[test]
+fn the_counter_counts() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let v = std::hint::black_box(vec![1u8; 10]);
+    assert!(ALLOCATIONS.load(Ordering::SeqCst) > before);
+    drop(v);
+    // Unix sockets need no allocation either way; this only shows the
+    // client side of `exchange` is allocation-free.
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    a.write_all(b"x").unwrap();
+    let mut byte = [0u8; 1];
+    b.read_exact(&mut byte).unwrap();
+    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), before);
+}
