@@ -69,6 +69,27 @@ pub(crate) struct Chunk {
     end: usize,
 }
 
+/// Memory kept by an executor for its next connections and requests:
+/// faulting in fresh pages for every connection cost more than all the rest
+/// of a connection's work.
+#[derive(Default)]
+pub(crate) struct Pools {
+    blocks: RefCell<Vec<Rc<Block>>>,
+    params: RefCell<Vec<Box<Params>>>,
+    outs: RefCell<Vec<Vec<u8>>>,
+    slots: RefCell<Vec<Rc<Slot>>>,
+}
+
+impl Pools {
+    fn block(&self) -> Rc<Block> {
+        self.blocks.borrow_mut().pop().unwrap_or_else(|| {
+            Rc::new(Block {
+                bytes: vec![0u8; BLOCK].into_boxed_slice(),
+            })
+        })
+    }
+}
+
 /// The connection, shared by its reader task and its request tasks.
 pub(crate) struct Conn {
     stream: RefCell<TcpStream>,
@@ -87,11 +108,7 @@ pub(crate) struct Conn {
     timed_out: Cell<bool>,
     /// Wakes the closing reader when the last request ended.
     idle: Signal,
-    /// Request-running tasks of this connection waiting for their next
-    /// request: a request does not cost a task spawn.
-    pub(crate) idle_runners: RefCell<Vec<Rc<Runner>>>,
-    /// The connection ended: idle runners stop.
-    pub(crate) ended: Cell<bool>,
+    pools: Rc<Pools>,
     settings: Rc<Settings>,
 }
 
@@ -99,9 +116,7 @@ pub(crate) struct Conn {
 pub(crate) struct State {
     pub(crate) core: Connection<MAX_REQS_PER_CONN>,
     pub(crate) slots: Vec<Rc<Slot>>,
-    params_pool: Vec<Box<Params>>,
-    out_pool: Vec<Vec<u8>>,
-    free_slots: Vec<Rc<Slot>>,
+
     served: u64,
     /// Close once no request is active (limit reached, or shutting down).
     pub(crate) closing: bool,
@@ -246,7 +261,7 @@ impl Slot {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, settings: Rc<Settings>) -> Conn {
+    pub(crate) fn new(stream: TcpStream, settings: Rc<Settings>, pools: Rc<Pools>) -> Conn {
         let config = Config {
             max_conns: u32::try_from(settings.max_conns).unwrap_or(u32::MAX),
             max_reqs: u32::try_from(settings.max_conns.saturating_mul(if settings.multiplex {
@@ -266,20 +281,17 @@ impl Conn {
             state: RefCell::new(State {
                 core: Connection::new(config),
                 slots: Vec::new(),
-                params_pool: Vec::new(),
-                out_pool: Vec::new(),
-                free_slots: Vec::new(),
+
                 served: 0,
                 closing: false,
                 broken: false,
             }),
             wake_reader: Signal::default(),
             waiting_room: Cell::new(false),
-            idle_runners: RefCell::new(Vec::new()),
-            ended: Cell::new(false),
             deadline: Cell::new(Some(Instant::now() + settings.idle_timeout)),
             timed_out: Cell::new(false),
             idle: Signal::default(),
+            pools,
             settings,
         }
     }
@@ -326,7 +338,7 @@ impl Conn {
     /// A response buffer from the pool: 8 bytes of room for a record header,
     /// then the payload.
     pub(crate) fn take_out(&self) -> Vec<u8> {
-        let mut out = self.state.borrow_mut().out_pool.pop().unwrap_or_default();
+        let mut out = self.pools.outs.borrow_mut().pop().unwrap_or_default();
         out.clear();
         out.resize(8, 0);
         out
@@ -345,9 +357,9 @@ impl Conn {
         state.slots.retain(|s| !Rc::ptr_eq(s, slot));
         // The slot's task ends right after this, without another await:
         // the slot is free for the next request.
-        state.free_slots.push(Rc::clone(slot));
-        state.params_pool.push(params);
-        state.out_pool.push(out);
+        self.pools.slots.borrow_mut().push(Rc::clone(slot));
+        self.pools.params.borrow_mut().push(params);
+        self.pools.outs.borrow_mut().push(out);
         state.served += 1;
         if close
             || self
@@ -383,15 +395,6 @@ impl Conn {
         let state = self.state.borrow();
         state.slots.is_empty() && (state.closing || state.core.is_closed())
     }
-}
-
-/// A task that runs the connection's requests, one at a time.
-#[derive(Default)]
-pub(crate) struct Runner {
-    /// The next request to run.
-    pub(crate) slot: RefCell<Option<Rc<Slot>>>,
-    /// Wakes the runner: a request, or the connection's end.
-    pub(crate) signal: Signal,
 }
 
 /// Spawns the task of a request whose params are complete.
@@ -435,10 +438,6 @@ pub(crate) async fn serve(conn: Rc<Conn>, spawner: &impl Spawner) {
     while !conn.state.borrow().slots.is_empty() {
         conn.idle.wait().await;
     }
-    conn.ended.set(true);
-    for runner in conn.idle_runners.borrow_mut().drain(..) {
-        runner.signal.notify();
-    }
     close(&conn, input_open && result.is_ok()).await;
 }
 
@@ -481,11 +480,26 @@ enum Woken {
 /// The reader: reads, feeds the core, routes events, until the connection
 /// closes.
 async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
-    let settings = Rc::clone(&conn.settings);
-    let mut current = Rc::new(Block {
-        bytes: vec![0u8; BLOCK].into_boxed_slice(),
-    });
+    let mut current = conn.pools.block();
     let mut retired: Vec<Rc<Block>> = Vec::new();
+    let result = read_blocks(conn, spawner, &mut current, &mut retired).await;
+    // The blocks go back to the executor's pool once no chunk holds them.
+    let mut pool = conn.pools.blocks.borrow_mut();
+    for block in retired.into_iter().chain([current]) {
+        if Rc::strong_count(&block) == 1 {
+            pool.push(block);
+        }
+    }
+    result
+}
+
+async fn read_blocks(
+    conn: &Rc<Conn>,
+    spawner: &impl Spawner,
+    current: &mut Rc<Block>,
+    retired: &mut Vec<Rc<Block>>,
+) -> io::Result<()> {
+    let settings = Rc::clone(&conn.settings);
     let (mut start, mut end) = (0usize, 0usize);
     let mut replies: Vec<u8> = Vec::new();
     loop {
@@ -507,10 +521,12 @@ async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
                         keep_conn,
                         output,
                     }) => {
-                        let mut params = state.params_pool.pop().unwrap_or_default();
+                        let mut params = conn.pools.params.borrow_mut().pop().unwrap_or_default();
                         params.clear();
-                        let slot = state
-                            .free_slots
+                        let slot = conn
+                            .pools
+                            .slots
+                            .borrow_mut()
                             .pop()
                             .unwrap_or_else(|| Rc::new(Slot::new()));
                         slot.begin(request_id, role, keep_conn, params, output);
@@ -539,7 +555,7 @@ async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
                     Some(Event::Stdin { request_id, bytes }) => {
                         if let Some(slot) = find(&state.slots, request_id) {
                             let chunk = Chunk {
-                                block: Rc::clone(&current),
+                                block: Rc::clone(current),
                                 start: consumed_to - bytes.len(),
                                 end: consumed_to,
                             };
@@ -550,7 +566,7 @@ async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
                     Some(Event::Data { request_id, bytes }) => {
                         if let Some(slot) = find(&state.slots, request_id) {
                             let chunk = Chunk {
-                                block: Rc::clone(&current),
+                                block: Rc::clone(current),
                                 start: consumed_to - bytes.len(),
                                 end: consumed_to,
                             };
@@ -606,7 +622,7 @@ async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
         }
 
         // Room to read into: this block (compacted), or another one.
-        if let Some(block) = Rc::get_mut(&mut current) {
+        if let Some(block) = Rc::get_mut(current) {
             block.bytes.copy_within(start..end, 0);
         } else {
             let next = loop {
@@ -614,9 +630,7 @@ async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
                     break retired.swap_remove(index);
                 }
                 if retired.len() + 1 < settings.max_buffers_per_conn.max(1) {
-                    break Rc::new(Block {
-                        bytes: vec![0u8; BLOCK].into_boxed_slice(),
-                    });
+                    break conn.pools.block();
                 }
                 // Every block holds body bytes a handler has not read yet.
                 conn.waiting_room.set(true);
@@ -626,8 +640,8 @@ async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
                     return Ok(());
                 }
             };
-            let old = std::mem::replace(&mut current, next);
-            if let Some(block) = Rc::get_mut(&mut current) {
+            let old = std::mem::replace(current, next);
+            if let Some(block) = Rc::get_mut(current) {
                 block.bytes[..end - start].copy_from_slice(&old.bytes[start..end]);
             }
             retired.push(old);
@@ -649,7 +663,7 @@ async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
         };
         conn.deadline
             .set(deadline.map(|timeout| Instant::now() + timeout));
-        let Some(block) = Rc::get_mut(&mut current) else {
+        let Some(block) = Rc::get_mut(current) else {
             return Err(io::Error::other("read block still shared"));
         };
         let buf = &mut block.bytes[end..];
