@@ -73,7 +73,8 @@ start_app() {
     least) taskset -c $APP_CPU "$bin/fcgi-least" "unix:$sock" & ;;
     std) taskset -c $APP_CPU "$bin/hello" "$sock" 2>/dev/null & ;;
     glommio) taskset -c $APP_CPU "$bin/hello-async" "$sock" 2>/dev/null & ;;
-    libfcgi) taskset -c $APP_CPU "$work/libfcgi-hello" "$sock" 16 & ;;
+    # libfcgi serves one kept connection per thread: as many as connections.
+    libfcgi) taskset -c $APP_CPU "$work/libfcgi-hello" "$sock" 64 & ;;
     go) taskset -c $APP_CPU "$work/go-hello" "$sock" & ;;
     tokio) taskset -c $APP_CPU "$root/benches/competitors/tokio-fastcgi/target/release/tokio-fastcgi-hello" "$sock" & ;;
     php)
