@@ -32,6 +32,11 @@ pub const NULL_REQUEST_ID: u16 = 0x0000;
 /// The largest content a record can carry (`contentLength` is 16 bits).
 pub const MAX_CONTENT_LEN: usize = 0xffff;
 
+/// The largest record on the wire: header, the largest content and the
+/// largest padding (`paddingLength` is 8 bits). A buffer this size holds any
+/// record whole.
+pub const MAX_RECORD_LEN: usize = HEADER_LEN + MAX_CONTENT_LEN + u8::MAX as usize;
+
 /// `FCGI_LISTENSOCK_FILENO`: the listening socket a web server hands the
 /// application (spec 2.2).
 pub const LISTENSOCK_FILENO: i32 = 0;

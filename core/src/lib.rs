@@ -41,8 +41,8 @@ pub use end_request::{EndRequestBody, ProtocolStatus};
 pub use error::JsonError;
 pub use error::{EncodeError, HttpError, ParamsError, ProtocolError};
 pub use header::{
-    HEADER_LEN, Header, LISTENSOCK_FILENO, MAX_CONTENT_LEN, NULL_REQUEST_ID, Record, RecordType,
-    VERSION_1,
+    HEADER_LEN, Header, LISTENSOCK_FILENO, MAX_CONTENT_LEN, MAX_RECORD_LEN, NULL_REQUEST_ID,
+    Record, RecordType, VERSION_1,
 };
 pub use name_value::NameValue;
 pub use output::{EndRequest, Frame, Frames, Output};

@@ -9,15 +9,15 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use simple_fastcgi_core::{
-    Config, Connection, Event, Frame, Output, Params, ParamsError, ProtocolError, ProtocolStatus,
-    Role,
+    Config, Connection, Event, Frame, MAX_RECORD_LEN, Output, Params, ParamsError, ProtocolError,
+    ProtocolStatus, Role,
 };
 
 use crate::listener::Stream;
 use crate::settings::Settings;
 
 /// Read buffer per connection: a whole record of the largest size fits.
-const READ_BUFFER: usize = 8 + 65535 + 255;
+const READ_BUFFER: usize = MAX_RECORD_LEN;
 
 /// STDOUT bytes gathered before they are framed and written; bigger writes
 /// go straight from the caller's slice.
