@@ -2,7 +2,7 @@
 //! back whole records, so tests check byte-exact behaviour.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use simple_fastcgi_core::{
     UnknownTypeBody,
 };
 
+use crate::stream::Stream;
 use crate::wire::Wire;
 
 /// How long a test waits for the application before failing.
@@ -55,11 +56,6 @@ pub struct Client {
     stream: Stream,
 }
 
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
 impl Addr {
     /// `unix:path` or `host:port`, as the std runtime's `bind` takes it.
     pub fn to_bind_string(&self) -> String {
@@ -74,11 +70,7 @@ impl Client {
     /// Connects, with read and write timeouts of [`TIMEOUT`].
     pub fn connect(addr: &Addr) -> io::Result<Client> {
         let stream = match addr {
-            Addr::Tcp(addr) => {
-                let stream = TcpStream::connect(addr)?;
-                stream.set_nodelay(true)?;
-                Stream::Tcp(stream)
-            }
+            Addr::Tcp(addr) => Stream::connect(addr)?,
             Addr::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
         };
         let client = Client { stream };
@@ -88,16 +80,7 @@ impl Client {
 
     /// Changes the read and write timeouts.
     pub fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
-        match &self.stream {
-            Stream::Tcp(s) => {
-                s.set_read_timeout(Some(timeout))?;
-                s.set_write_timeout(Some(timeout))
-            }
-            Stream::Unix(s) => {
-                s.set_read_timeout(Some(timeout))?;
-                s.set_write_timeout(Some(timeout))
-            }
-        }
+        self.stream.set_timeouts(Some(timeout))
     }
 
     /// Writes raw bytes.
@@ -121,10 +104,7 @@ impl Client {
 
     /// Closes the sending side.
     pub fn shutdown_write(&self) -> io::Result<()> {
-        match &self.stream {
-            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(Shutdown::Write),
-        }
+        self.stream.shutdown(Shutdown::Write)
     }
 
     /// Reads one whole record; `Ok(None)` at a clean end of stream.
@@ -353,35 +333,4 @@ pub fn unknown_type(record: &Received) -> Option<RecordType> {
                 .map(|(_, b)| b.record_type)
         })
         .flatten()
-}
-
-impl Stream {
-    fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        })
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

@@ -16,5 +16,6 @@
 pub mod app;
 pub mod client;
 pub mod http;
+pub mod stream;
 pub mod web;
 pub mod wire;

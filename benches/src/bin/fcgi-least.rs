@@ -24,6 +24,7 @@ use simple_fastcgi_core::{
     RecordType,
 };
 use simple_fastcgi_std::Listener;
+use simple_fastcgi_tests::stream::Stream;
 
 const BODY: &[u8] =
     b"Status: 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello, world!";
@@ -37,11 +38,6 @@ struct Conn {
     /// Bytes of the current record's content and padding still to skip.
     skip: usize,
     keep_conn: bool,
-}
-
-enum Stream {
-    Tcp(std::net::TcpStream),
-    Unix(std::os::unix::net::UnixStream),
 }
 
 fn main() -> ExitCode {
@@ -268,36 +264,5 @@ impl Conn {
         let n = Record::encode(RecordType::GetValuesResult, 0, &reply, &mut record)
             .map_err(|e| io::Error::other(e.to_string()))?;
         self.stream.write_all(&record[..n])
-    }
-}
-
-impl AsFd for Stream {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        match self {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }

@@ -17,15 +17,14 @@
 //! ```
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll;
 use simple_fastcgi_core::{EndRequestBody, HEADER_LEN, Header, ProtocolStatus, RecordType, Role};
+use simple_fastcgi_tests::stream::Stream;
 use simple_fastcgi_tests::wire::{Wire, nginx_params};
 
 const USAGE: &str = "usage: fcgi-load --addr (unix:PATH | HOST:PORT) [--conns N] [--duration SECONDS | --requests N]
@@ -76,11 +75,6 @@ struct Conn {
     started: Instant,
     /// A request is in flight.
     busy: bool,
-}
-
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
 }
 
 /// Checks a response as its records arrive, without keeping it.
@@ -427,19 +421,9 @@ impl Conn {
 
     /// A connected, non-blocking socket.
     fn open(addr: &str) -> io::Result<Stream> {
-        Ok(match addr.strip_prefix("unix:") {
-            Some(path) => {
-                let stream = UnixStream::connect(path)?;
-                stream.set_nonblocking(true)?;
-                Stream::Unix(stream)
-            }
-            None => {
-                let stream = TcpStream::connect(addr)?;
-                stream.set_nodelay(true)?;
-                stream.set_nonblocking(true)?;
-                Stream::Tcp(stream)
-            }
-        })
+        let stream = Stream::connect(addr)?;
+        stream.set_nonblocking(true)?;
+        Ok(stream)
     }
 
     fn register(&self, epoll: &impl AsFd, index: usize) -> io::Result<()> {
@@ -589,38 +573,12 @@ impl ResponseCheck {
     }
 }
 
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Watches `stream` for input and output, edge-triggered, as connection
 /// `index`.
 fn register(epoll: &impl AsFd, stream: &Stream, index: usize) -> io::Result<()> {
-    let fd = match stream {
-        Stream::Tcp(s) => s.as_fd(),
-        Stream::Unix(s) => s.as_fd(),
-    };
     epoll::add(
         epoll,
-        fd,
+        stream,
         epoll::EventData::new_u64(index as u64),
         epoll::EventFlags::IN | epoll::EventFlags::OUT | epoll::EventFlags::ET,
     )?;
