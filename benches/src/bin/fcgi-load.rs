@@ -269,9 +269,6 @@ fn run(options: &Options) -> io::Result<u64> {
             measured_cpu_start = cpu_time();
             measured_start = now;
         }
-        let stopping = options
-            .requests
-            .map_or(now >= end, |n| totals.requests + totals.errors >= n);
         for event in &events {
             let index = usize::try_from(event.data.u64()).unwrap_or(usize::MAX);
             let Some(conn) = conns.get_mut(index) else {
@@ -306,6 +303,11 @@ fn run(options: &Options) -> io::Result<u64> {
                         totals.error(error);
                     }
                     conn.busy = false;
+                    // With --requests, the others in flight count too: no
+                    // more are sent than were asked for.
+                    let stopping = options.requests.map_or(now >= end, |n| {
+                        totals.requests + totals.errors + (in_flight as u64 - 1) >= n
+                    });
                     if stopping {
                         in_flight -= 1;
                         continue;
