@@ -19,18 +19,12 @@ use simple_fastcgi_std::{Handler, Server};
 /// Serves `handler` on the address given as the first argument, or on fd 0
 /// (or as CGI) without one. Returns the process's exit code.
 pub fn serve<H: Handler>(handler: H) -> ExitCode {
-    let server = match std::env::args().nth(1) {
-        Some(addr) if addr == "-h" || addr == "--help" => {
-            eprintln!(
-                "usage: {} [ADDRESS]  (host:port or a Unix socket path; default: fd 0)",
-                program()
-            );
-            return ExitCode::SUCCESS;
-        }
-        Some(addr) => Server::bind(&addr, handler),
-        None => Server::new(handler),
+    let server = match address_arg() {
+        Err(help) => return help,
+        Ok(Some(addr)) => Server::bind(&addr, handler),
+        Ok(None) => Server::new(handler),
     };
-    let result = server.and_then(|server| {
+    exit_code(server.and_then(|server| {
         if !server.is_cgi() {
             eprintln!(
                 "{}: serving FastCGI on {}",
@@ -39,14 +33,7 @@ pub fn serve<H: Handler>(handler: H) -> ExitCode {
             );
         }
         server.serve_forever()
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{}: {error}", program());
-            ExitCode::FAILURE
-        }
-    }
+    }))
 }
 
 /// Serves async handlers made by `factory` on the glommio runtime: on the
@@ -56,18 +43,12 @@ where
     F: Fn() -> H + Send + Sync + 'static,
     H: simple_fastcgi_glommio::Handler,
 {
-    let server = match std::env::args().nth(1) {
-        Some(addr) if addr == "-h" || addr == "--help" => {
-            eprintln!(
-                "usage: {} [ADDRESS]  (host:port or a Unix socket path; default: fd 0)",
-                program()
-            );
-            return ExitCode::SUCCESS;
-        }
-        Some(addr) => AsyncServer::bind(&addr, factory),
-        None => AsyncServer::new(factory),
+    let server = match address_arg() {
+        Err(help) => return help,
+        Ok(Some(addr)) => AsyncServer::bind(&addr, factory),
+        Ok(None) => AsyncServer::new(factory),
     };
-    let result = server.and_then(|server| {
+    exit_code(server.and_then(|server| {
         eprintln!(
             "{}: serving FastCGI on {} with {} executor(s)",
             program(),
@@ -75,7 +56,26 @@ where
             server.settings().executors
         );
         server.run()
-    });
+    }))
+}
+
+/// The address argument, if any; `Err` (with the exit code) once the usage
+/// was printed for `-h` or `--help`.
+fn address_arg() -> Result<Option<String>, ExitCode> {
+    match std::env::args().nth(1) {
+        Some(arg) if arg == "-h" || arg == "--help" => {
+            eprintln!(
+                "usage: {} [ADDRESS]  (host:port or a Unix socket path; default: fd 0)",
+                program()
+            );
+            Err(ExitCode::SUCCESS)
+        }
+        addr => Ok(addr),
+    }
+}
+
+/// The exit code for how serving ended, with the error printed.
+fn exit_code(result: io::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
