@@ -71,16 +71,36 @@ pub(crate) struct Chunk {
 
 /// Memory kept by an executor for its next connections and requests:
 /// faulting in fresh pages for every connection cost more than all the rest
-/// of a connection's work.
-#[derive(Default)]
+/// of a connection's work. Each pool keeps at most `limit` items
+/// ([`Settings::spare_buffers`]); the rest is freed.
 pub(crate) struct Pools {
+    limit: usize,
     blocks: RefCell<Vec<Rc<Block>>>,
     params: RefCell<Vec<Box<Params>>>,
     outs: RefCell<Vec<Vec<u8>>>,
     slots: RefCell<Vec<Rc<Slot>>>,
 }
 
+/// Keeps `item` in `pool` unless the pool is full.
+fn keep<T>(pool: &RefCell<Vec<T>>, limit: usize, item: T) {
+    let mut pool = pool.borrow_mut();
+    if pool.len() < limit {
+        pool.push(item);
+    }
+}
+
 impl Pools {
+    /// Empty pools that keep up to `limit` items each.
+    pub(crate) fn new(limit: usize) -> Pools {
+        Pools {
+            limit,
+            blocks: RefCell::default(),
+            params: RefCell::default(),
+            outs: RefCell::default(),
+            slots: RefCell::default(),
+        }
+    }
+
     fn block(&self) -> Rc<Block> {
         self.blocks.borrow_mut().pop().unwrap_or_else(|| {
             Rc::new(Block {
@@ -357,9 +377,10 @@ impl Conn {
         state.slots.retain(|s| !Rc::ptr_eq(s, slot));
         // The slot's task ends right after this, without another await:
         // the slot is free for the next request.
-        self.pools.slots.borrow_mut().push(Rc::clone(slot));
-        self.pools.params.borrow_mut().push(params);
-        self.pools.outs.borrow_mut().push(out);
+        let limit = self.pools.limit;
+        keep(&self.pools.slots, limit, Rc::clone(slot));
+        keep(&self.pools.params, limit, params);
+        keep(&self.pools.outs, limit, out);
         state.served += 1;
         if close
             || self
@@ -484,10 +505,9 @@ async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
     let mut retired: Vec<Rc<Block>> = Vec::new();
     let result = read_blocks(conn, spawner, &mut current, &mut retired).await;
     // The blocks go back to the executor's pool once no chunk holds them.
-    let mut pool = conn.pools.blocks.borrow_mut();
     for block in retired.into_iter().chain([current]) {
         if Rc::strong_count(&block) == 1 {
-            pool.push(block);
+            keep(&conn.pools.blocks, conn.pools.limit, block);
         }
     }
     result

@@ -36,6 +36,11 @@ pub struct Settings {
     /// stops reading from the web server until a handler reads: one slow
     /// request cannot make the connection's memory grow. Default: 4.
     pub max_buffers_per_conn: usize,
+    /// Memory an executor keeps after use for the next connections and
+    /// requests, in each kind: this many read buffers (64 KiB), params
+    /// arenas (64 KiB) and response buffers. Beyond it, memory is freed, so
+    /// a burst of connections does not leave the process big. Default: 16.
+    pub spare_buffers: usize,
     /// How long a request may wait for the web server's next bytes (params,
     /// body) before the connection is closed and its reads fail. Default:
     /// 30 s.
@@ -100,6 +105,7 @@ impl Default for Settings {
             multiplex: true,
             max_reqs_per_conn: 16,
             max_buffers_per_conn: 4,
+            spare_buffers: 16,
             read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
