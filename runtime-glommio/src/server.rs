@@ -261,7 +261,7 @@ where
             done: conn::Signal::default(),
         });
         let is_tcp = self.listener.is_tcp();
-        let pools = Rc::new(conn::Pools::default());
+        let pools = Rc::new(conn::Pools::new(settings.spare_buffers));
         // Timeouts: one sweep over this executor's connections, instead of a
         // timer on every read.
         let sweep_every = (settings.read_timeout.min(settings.idle_timeout) / 4)
@@ -445,8 +445,9 @@ async fn run_handler<H: Handler>(handler: &H, req: &mut Request<'_>) -> u32 {
     };
     let uri = req.param("REQUEST_URI").unwrap_or("").to_string();
     eprintln!(
-        "simple-fastcgi: the handler for request {} {uri} {what}",
-        req.request_id()
+        "simple-fastcgi: the handler for request {}{}{uri} {what}",
+        req.request_id(),
+        if uri.is_empty() { "" } else { " " }
     );
     if !req.response_sent() && !req.aborted() {
         req.discard_unsent();

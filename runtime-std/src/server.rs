@@ -668,8 +668,9 @@ fn run_handler<H: Handler>(handler: &H, req: &mut Request<'_>) -> u32 {
     };
     let uri = req.param("REQUEST_URI").unwrap_or("");
     eprintln!(
-        "simple-fastcgi: the handler for request {} {uri} {what}",
-        req.request_id
+        "simple-fastcgi: the handler for request {}{}{uri} {what}",
+        req.request_id,
+        if uri.is_empty() { "" } else { " " }
     );
     if !req.response_sent() && !req.aborted() {
         req.discard_unsent();
