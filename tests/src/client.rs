@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use simple_fastcgi_core::{
@@ -100,6 +101,19 @@ impl Client {
             self.stream.write_all(piece)?;
         }
         Ok(())
+    }
+
+    /// Writes `bytes` from another thread (a clone of the socket) while
+    /// this one reads, as a web server streams a big body.
+    pub fn send_in_background(&self, bytes: Vec<u8>) -> io::Result<JoinHandle<io::Result<()>>> {
+        let mut writer = self.stream.try_clone()?;
+        Ok(std::thread::spawn(move || writer.write_all(&bytes)))
+    }
+
+    /// Closes both directions (the peer sees the end of the stream; unread
+    /// bytes make it a reset).
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.stream.shutdown(Shutdown::Both)
     }
 
     /// Closes the sending side.
@@ -203,9 +217,7 @@ impl Client {
         }
         // A big body is written while the response is read, as a web server
         // does: an app that streams its answer would otherwise block.
-        let mut writer = self.stream.try_clone()?;
-        let bytes = wire.into_bytes();
-        let sending = std::thread::spawn(move || writer.write_all(&bytes));
+        let sending = self.send_in_background(wire.into_bytes())?;
         let response = self.read_response(request_id);
         sending
             .join()
