@@ -248,8 +248,10 @@ impl Io {
         self.input.aborted = false;
     }
 
-    /// Reads more bytes into the buffer, waiting at most one linger period.
-    pub(crate) fn fill(&mut self) -> io::Result<Fill> {
+    /// Reads more bytes into the buffer, waiting at most one linger period,
+    /// or not at all without `wait` (then `TimedOut` means nothing was
+    /// there).
+    pub(crate) fn fill(&mut self, wait: bool) -> io::Result<Fill> {
         let keep_from = self
             .input
             .stdin
@@ -276,7 +278,12 @@ impl Io {
             // Full of chunks the handler has not read: it must read first.
             return Err(io::Error::other("read buffer full of unread request body"));
         }
-        match self.stream.read(&mut self.buf[self.end..]) {
+        let read = if wait {
+            self.stream.read(&mut self.buf[self.end..])
+        } else {
+            self.stream.read_nonblocking(&mut self.buf[self.end..])
+        };
+        match read {
             Ok(0) => {
                 self.eof = true;
                 Ok(Fill::Eof)
@@ -405,7 +412,7 @@ impl Io {
             ));
         }
         loop {
-            match self.fill()? {
+            match self.fill(true)? {
                 Fill::Data => return Ok(()),
                 Fill::Eof => {
                     return Err(io::Error::new(

@@ -19,7 +19,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::buffer::spare_capacity;
+use rustix::event::{Timespec, epoll};
 use simple_fastcgi_core::{Config, Params};
 
 use crate::cgi::{self, CgiIo};
@@ -80,6 +81,78 @@ struct Conn {
     begun: Option<Begun>,
     served: u64,
     deadline: Instant,
+}
+
+/// The poller's epoll token for its wake pipe.
+const WAKE: u64 = u64::MAX;
+/// The poller's epoll token for the listening socket.
+const LISTENER: u64 = u64::MAX - 1;
+
+/// Connections parked with the poller, each registered with its epoll
+/// under its slot number.
+#[derive(Default)]
+struct Parked {
+    slots: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// No parked connection's deadline is earlier than this.
+    next_deadline: Option<Instant>,
+}
+
+impl Parked {
+    /// Parks `conn` and registers it; when that fails, says so and hands
+    /// the connection back to be closed.
+    fn put(&mut self, epoll: &OwnedFd, conn: Conn) -> Option<Conn> {
+        let slot = self.free.pop().unwrap_or(self.slots.len());
+        let data = epoll::EventData::new_u64(slot as u64);
+        if let Err(error) = epoll::add(epoll, &conn.io, data, epoll::EventFlags::IN) {
+            self.free.push(slot);
+            eprintln!("simple-fastcgi: closing a connection: epoll: {error}");
+            return Some(conn);
+        }
+        self.next_deadline = Some(
+            self.next_deadline
+                .map_or(conn.deadline, |d| d.min(conn.deadline)),
+        );
+        if slot == self.slots.len() {
+            self.slots.push(Some(conn));
+        } else {
+            self.slots[slot] = Some(conn);
+        }
+        None
+    }
+
+    /// Unparks the connection in `slot` (if any) and unregisters it.
+    fn take(&mut self, epoll: &OwnedFd, slot: u64) -> Option<Conn> {
+        let index = usize::try_from(slot).ok()?;
+        let conn = self.slots.get_mut(index)?.take()?;
+        // It is closed or handed to a worker next: a failed unregistration
+        // only means an event that finds an empty slot.
+        let _ = epoll::delete(epoll, &conn.io);
+        self.free.push(index);
+        Some(conn)
+    }
+
+    /// Unparks every connection `select` picks, and works out the next
+    /// deadline among those that stay.
+    fn take_where(&mut self, epoll: &OwnedFd, mut select: impl FnMut(&Conn) -> bool) -> Vec<Conn> {
+        let mut taken = Vec::new();
+        let mut next: Option<Instant> = None;
+        for index in 0..self.slots.len() {
+            let picked = match &self.slots[index] {
+                Some(conn) if select(conn) => true,
+                Some(conn) => {
+                    next = Some(next.map_or(conn.deadline, |d| d.min(conn.deadline)));
+                    false
+                }
+                None => false,
+            };
+            if picked {
+                taken.extend(self.take(epoll, index as u64));
+            }
+        }
+        self.next_deadline = next;
+        taken
+    }
 }
 
 /// What a worker did with a connection.
@@ -251,6 +324,10 @@ impl<H: Handler> Server<H> {
     }
 
     /// The poller: accepts, parks idle connections, dispatches ready ones.
+    /// Parked connections are registered with epoll while they are parked,
+    /// so each wake costs in proportion to the connections that are ready,
+    /// not to all that are open: a thousand idle or trickling connections
+    /// do not slow down the one that has a request.
     fn poll(
         &self,
         listener: &Listener,
@@ -258,8 +335,21 @@ impl<H: Handler> Server<H> {
         parked_rx: &mpsc::Receiver<Conn>,
     ) -> io::Result<()> {
         let settings = &pool.settings;
-        let mut parked: Vec<Conn> = Vec::new();
-        let mut ready: Vec<bool> = Vec::new();
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        epoll::add(
+            &epoll,
+            &self.wake_rx,
+            epoll::EventData::new_u64(WAKE),
+            epoll::EventFlags::IN,
+        )?;
+        epoll::add(
+            &epoll,
+            listener,
+            epoll::EventData::new_u64(LISTENER),
+            epoll::EventFlags::IN,
+        )?;
+        let mut parked = Parked::default();
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         let mut draining: Option<Instant> = None;
         let mut next_service = Instant::now();
         loop {
@@ -270,15 +360,14 @@ impl<H: Handler> Server<H> {
                     pool.live.load(Ordering::SeqCst)
                 );
                 draining = Some(now + settings.shutdown_timeout);
-            }
-            if let Some(deadline) = draining {
-                // Idle connections are closed; the rest may finish.
-                let (keep, idle): (Vec<Conn>, Vec<Conn>) =
-                    parked.drain(..).partition(|conn| conn.begun.is_some());
-                parked = keep;
-                for conn in idle {
+                // No more accepting; idle connections are closed, the rest
+                // may finish.
+                epoll::delete(&epoll, listener)?;
+                for conn in parked.take_where(&epoll, |conn| conn.begun.is_none()) {
                     close(pool, conn);
                 }
+            }
+            if let Some(deadline) = draining {
                 if pool.live.load(Ordering::SeqCst) == 0 || now >= deadline {
                     break;
                 }
@@ -287,69 +376,54 @@ impl<H: Handler> Server<H> {
                 self.handler.service_actions();
                 next_service = now + settings.service_interval;
             }
-            // Beyond `max_conns` connections are still accepted, and closed
-            // at once: a clean refusal rather than a wait in the backlog.
-            let accepting = draining.is_none();
-            let mut timeout = next_service.saturating_duration_since(now);
-            for conn in &parked {
-                timeout = timeout.min(conn.deadline.saturating_duration_since(now));
+            if parked.next_deadline.is_some_and(|deadline| now >= deadline) {
+                for conn in parked.take_where(&epoll, |conn| conn.deadline <= now) {
+                    close(pool, conn);
+                }
             }
+            let mut timeout = next_service
+                .min(parked.next_deadline.unwrap_or(next_service))
+                .saturating_duration_since(now);
             if draining.is_some() {
                 timeout = timeout.min(Duration::from_millis(100));
-            }
-
-            let mut fds = Vec::with_capacity(2 + parked.len());
-            fds.push(PollFd::new(&self.wake_rx, PollFlags::IN));
-            if accepting {
-                fds.push(PollFd::new(listener, PollFlags::IN));
-            }
-            for conn in &parked {
-                fds.push(PollFd::new(&conn.io, PollFlags::IN));
             }
             let timespec = Timespec::try_from(timeout).unwrap_or(Timespec {
                 tv_sec: 1,
                 tv_nsec: 0,
             });
-            match rustix::event::poll(&mut fds, Some(&timespec)) {
+            events.clear();
+            match epoll::wait(&epoll, spare_capacity(&mut events), Some(&timespec)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(error) => return Err(error.into()),
             }
-            let listener_ready = accepting && !fds[1].revents().is_empty();
-            let first_parked = if accepting { 2 } else { 1 };
-            ready.clear();
-            ready.extend(
-                fds[first_parked..]
-                    .iter()
-                    .map(|fd| !fd.revents().is_empty()),
-            );
-            drop(fds);
-
-            let mut drain = [0u8; 64];
-            while matches!((&self.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
-
-            // Dispatch parked connections with bytes (or an end) to read,
-            // close the expired ones.
-            let now = Instant::now();
-            for index in (0..parked.len()).rev() {
-                if ready.get(index).copied().unwrap_or(false) {
-                    dispatch(pool, parked.swap_remove(index));
-                } else if parked[index].deadline <= now {
-                    let conn = parked.swap_remove(index);
-                    close(pool, conn);
+            let mut listener_ready = false;
+            for event in &events {
+                match event.data.u64() {
+                    WAKE => {
+                        let mut drain = [0u8; 64];
+                        while matches!((&self.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
+                    }
+                    LISTENER => listener_ready = draining.is_none(),
+                    slot => {
+                        // Bytes (or an end) to read: a worker's turn.
+                        if let Some(conn) = parked.take(&epoll, slot) {
+                            dispatch(pool, conn);
+                        }
+                    }
                 }
             }
             while let Ok(conn) = parked_rx.try_recv() {
                 if draining.is_some() && conn.begun.is_none() {
                     close(pool, conn);
-                } else {
-                    parked.push(conn);
+                } else if let Some(conn) = parked.put(&epoll, conn) {
+                    close(pool, conn);
                 }
             }
             if listener_ready {
                 self.accept(listener, pool);
             }
         }
-        for conn in parked.drain(..) {
+        for conn in parked.take_where(&epoll, |_| true) {
             close(pool, conn);
         }
         Ok(())
@@ -598,11 +672,10 @@ fn serve<H: Handler>(conn: &mut Conn, pool: &Pool, handler: &H, handle: &ServerH
                 if handle.is_shutting_down() && conn.begun.is_none() && !conn.io.has_buffered() {
                     return Outcome::Close;
                 }
-                if pool.queued.load(Ordering::SeqCst) > 0 {
-                    // Others are waiting for a worker: do not linger.
-                    return Outcome::Park;
-                }
-                match conn.io.fill() {
+                // Others waiting for a worker: read what is there, but do
+                // not linger for more.
+                let wait = pool.queued.load(Ordering::SeqCst) == 0;
+                match conn.io.fill(wait) {
                     Ok(Fill::Data) => {}
                     Ok(Fill::Eof) | Err(_) => return Outcome::Close,
                     Ok(Fill::TimedOut) => return Outcome::Park,
