@@ -623,3 +623,15 @@ fn serve_forever_and_shutdown_awaited_on_executors() {
     serving.join().unwrap().unwrap();
     assert!(server.handle().is_shutting_down());
 }
+
+#[test]
+fn a_thousand_hostile_connections_do_not_starve_a_fresh_client() {
+    let server = InProcess::start(
+        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
+        Settings {
+            max_conns: common::overload::MAX_CONNS,
+            ..Settings::default()
+        },
+    );
+    common::overload::thousand_hostile_connections_do_not_starve_a_fresh_client(&server.addr);
+}

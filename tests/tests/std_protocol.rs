@@ -467,3 +467,15 @@ fn web_server_addrs_is_enforced_for_tcp() {
 fn many_concurrent_clients() {
     common::many_concurrent_clients(Runtime::Std);
 }
+
+#[test]
+fn a_thousand_hostile_connections_do_not_starve_a_fresh_client() {
+    let server = InProcess::start(
+        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
+        Settings {
+            max_conns: common::overload::MAX_CONNS,
+            ..Settings::default()
+        },
+    );
+    common::overload::thousand_hostile_connections_do_not_starve_a_fresh_client(&server.addr);
+}

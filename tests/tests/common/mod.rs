@@ -8,6 +8,8 @@
     reason = "a module shared by test files: each uses part of it"
 )]
 
+pub mod overload;
+
 use std::thread;
 use std::time::Duration;
 
