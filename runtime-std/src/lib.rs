@@ -13,7 +13,7 @@ mod server;
 mod settings;
 
 pub use handler::Handler;
-pub use listener::Listener;
+pub use listener::{LISTEN_BACKLOG, Listener};
 pub use request::{Data, Request};
 pub use response::{Body, Chunks, Json};
 pub use server::{Server, ServerHandle};

@@ -12,6 +12,14 @@ use std::time::Duration;
 
 use rustix::net::{AddressFamily, SocketType, sockopt};
 
+/// The listen backlog of sockets [`Listener::bind`] creates: connections
+/// the kernel completes before the server accepts them. The kernel caps it
+/// at `net.core.somaxconn`. std's default of 128 overflows when hundreds of
+/// connections arrive at once, and each overflow costs a client a one-second
+/// SYN retransmit. (A socket inherited on fd 0 keeps the backlog its
+/// creator chose, such as spawn-fcgi's `-b`.)
+pub const LISTEN_BACKLOG: i32 = 1024;
+
 /// A listening socket the server accepts FastCGI connections on.
 pub struct Listener {
     kind: ListenerKind,
@@ -53,6 +61,8 @@ impl Listener {
         }
         let addrs: Vec<_> = addr.to_socket_addrs()?.collect();
         let listener = TcpListener::bind(&addrs[..])?;
+        // listen(2) again on a listening socket only changes its backlog.
+        rustix::net::listen(&listener, LISTEN_BACKLOG)?;
         Ok(Listener {
             kind: ListenerKind::Tcp(listener),
             unlink: None,
@@ -74,6 +84,7 @@ impl Listener {
             }
             Err(error) => return Err(error),
         };
+        rustix::net::listen(&listener, LISTEN_BACKLOG)?;
         Ok(Listener {
             kind: ListenerKind::Unix(listener),
             unlink: Some(path.to_path_buf()),
@@ -133,7 +144,9 @@ impl Listener {
 
     /// The listening socket on fd 0 (FCGI_LISTENSOCK_FILENO) as the spec
     /// hands it over, or `None` when fd 0 is not a listening socket (the
-    /// program was started as CGI, or by hand).
+    /// program was started as CGI, or by hand). The socket moves to a new
+    /// descriptor and fd 0 is pointed at `/dev/null`, so that closing the
+    /// listener really closes this process's hold on the socket.
     pub fn fd0() -> io::Result<Option<Listener>> {
         Ok(match detect_fd0()? {
             Fd0::Listener(listener) => Some(listener),
@@ -220,7 +233,14 @@ pub(crate) fn detect_fd0() -> io::Result<Fd0> {
         // A connected socket (inetd style) is a CGI stdin, not a listener.
         return Ok(Fd0::NotASocket);
     }
-    Ok(Fd0::Listener(Listener::from_fd(fd.try_clone_to_owned()?)?))
+    let listener = Listener::from_fd(fd.try_clone_to_owned()?)?;
+    // fd 0 now becomes /dev/null: the process holds the socket only through
+    // `listener`, so closing it at shutdown really stops listening here
+    // (new connections are refused, or wait for the next instance when the
+    // web server holds the socket too), and nothing reads it as stdin.
+    let null = std::fs::File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null)?;
+    Ok(Fd0::Listener(listener))
 }
 
 impl Stream {
