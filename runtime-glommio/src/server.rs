@@ -8,8 +8,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_lite::FutureExt;
@@ -49,7 +49,12 @@ pub struct AsyncServer<F> {
 
 struct Inner<F> {
     factory: F,
-    listener: Listener,
+    /// The listening socket, until `run` takes it: the executors accept on
+    /// duplicates of it, each closed as its executor begins to shut down,
+    /// so new connections are then refused (or, when another process holds
+    /// the socket too, wait for the next instance).
+    listener: Mutex<Option<Listener>>,
+    is_tcp: bool,
     settings: Settings,
     control: Arc<Control>,
 }
@@ -120,7 +125,8 @@ where
         Ok(AsyncServer {
             inner: Arc::new(Inner {
                 factory,
-                listener,
+                is_tcp: listener.is_tcp(),
+                listener: Mutex::new(Some(listener)),
                 settings: Settings::from_env()?,
                 control,
             }),
@@ -161,7 +167,9 @@ where
     /// Serves until shut down, on [`Settings::executors`] executors of its
     /// own, blocking the calling thread. Then stops accepting, lets
     /// in-flight requests finish (at most [`Settings::shutdown_timeout`]),
-    /// and returns `Ok`.
+    /// and returns `Ok`. The listening socket is closed as the shutdown
+    /// begins, so new connections are refused at once rather than left
+    /// waiting; a server serves once.
     ///
     /// Fails at once, with an error that says why, when io_uring is not
     /// available or the locked-memory limit is too low for the executors;
@@ -202,7 +210,13 @@ where
         // the old flags afterwards; with executors racing, a restore could
         // leave it blocking and park a thread in accept(2). Non-blocking from
         // the start, every restore keeps it so.
-        self.listener.set_nonblocking(true)?;
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| io::Error::other("this server has already served"))?;
+        listener.set_nonblocking(true)?;
         let _signals = if self.settings.handle_signals {
             Some(SignalGuard::install(&self.control.shutdown)?)
         } else {
@@ -216,7 +230,7 @@ where
             } else {
                 Placement::Unbound
             };
-            let fd = self.listener.as_fd().try_clone_to_owned()?;
+            let fd = listener.as_fd().try_clone_to_owned()?;
             let inner = Arc::clone(self);
             let mut builder = LocalExecutorBuilder::new(placement)
                 .name(&format!("fcgi-exec-{n}"))
@@ -229,6 +243,8 @@ where
                 .map_err(|e| io::Error::other(format!("cannot start executor {n}: {e}")))?;
             joins.push(join);
         }
+        // The executors hold their own duplicates.
+        drop(listener);
         let mut result = Ok(());
         for join in joins {
             match join.join() {
@@ -260,7 +276,7 @@ where
             tasks: Cell::new(0),
             done: conn::Signal::default(),
         });
-        let is_tcp = self.listener.is_tcp();
+        let is_tcp = self.is_tcp;
         let pools = Rc::new(conn::Pools::new(settings.spare_buffers));
         // Timeouts: one sweep over this executor's connections, instead of a
         // timer on every read.
@@ -334,6 +350,8 @@ where
             })
             .detach();
         }
+        // No more accepting here: this executor's duplicate is closed.
+        drop(listener);
         // Draining: idle connections close, in-flight requests finish.
         // Every connection closes once its requests are done (idle ones at
         // once).

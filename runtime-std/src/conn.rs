@@ -123,15 +123,35 @@ pub(crate) enum Kind {
 }
 
 impl Io {
-    pub(crate) fn new(
-        stream: Stream,
-        config: Config,
-        settings: &Settings,
-        buffers: Buffers,
-    ) -> io::Result<Io> {
+    /// A connection without buffers yet: [`Io::attach`] them before
+    /// reading.
+    pub(crate) fn new(stream: Stream, config: Config, settings: &Settings) -> io::Result<Io> {
         stream.set_read_timeout(Some(settings.linger.max(Duration::from_millis(1))))?;
         stream.set_write_timeout(Some(settings.write_timeout))?;
         stream.set_nodelay()?;
+        Ok(Io {
+            stream,
+            core: Connection::new(config),
+            buf: Box::default(),
+            start: 0,
+            end: 0,
+            out: Vec::new(),
+            input: Input::default(),
+            read_timeout: settings.read_timeout,
+            lingering_close: settings.lingering_close,
+            last_data: Instant::now(),
+            broken: false,
+            eof: false,
+        })
+    }
+
+    /// Whether it holds its buffers.
+    pub(crate) fn has_buffers(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Takes buffers to read and write with.
+    pub(crate) fn attach(&mut self, buffers: Buffers) {
         let Buffers {
             buf,
             mut out,
@@ -141,23 +161,33 @@ impl Io {
         out.clear();
         stdin.clear();
         data.clear();
-        Ok(Io {
-            stream,
-            core: Connection::new(config),
-            buf,
-            start: 0,
-            end: 0,
-            out,
-            input: Input {
-                stdin,
-                data,
-                ..Input::default()
-            },
-            read_timeout: settings.read_timeout,
-            lingering_close: settings.lingering_close,
-            last_data: Instant::now(),
-            broken: false,
-            eof: false,
+        self.buf = buf;
+        self.start = 0;
+        self.end = 0;
+        self.out = out;
+        self.input.stdin = stdin;
+        self.input.data = data;
+    }
+
+    /// Gives the buffers up while the connection has nothing in them: no
+    /// bytes buffered, no chunks held, nothing to write. An idle connection
+    /// then costs only its socket and protocol state, not ~130 KiB.
+    pub(crate) fn lend(&mut self) -> Option<Buffers> {
+        let empty = self.start == self.end
+            && self.out.is_empty()
+            && self.input.stdin.is_empty()
+            && self.input.data.is_empty()
+            && self.core.pending_output().is_empty();
+        if !empty || !self.has_buffers() {
+            return None;
+        }
+        self.start = 0;
+        self.end = 0;
+        Some(Buffers {
+            buf: std::mem::take(&mut self.buf),
+            out: std::mem::take(&mut self.out),
+            stdin: std::mem::take(&mut self.input.stdin),
+            data: std::mem::take(&mut self.input.data),
         })
     }
 
@@ -532,8 +562,9 @@ impl Io {
         if !self.broken && !self.eof && (self.input.open() || self.core.is_mid_record()) {
             let _ = self.stream.shutdown(Shutdown::Write);
             let deadline = Instant::now() + self.lingering_close;
+            let mut scratch = [0u8; 4096];
             while Instant::now() < deadline {
-                match self.stream.read(&mut self.buf) {
+                match self.stream.read(&mut scratch) {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e)

@@ -55,7 +55,9 @@ pub struct Server<H: Handler> {
 }
 
 enum Mode {
-    Listen(Arc<Listener>),
+    /// The listening socket, until `serve_forever` takes it (and closes it
+    /// when it shuts down).
+    Listen(Mutex<Option<Listener>>),
     Cgi,
 }
 
@@ -77,7 +79,9 @@ struct Control {
 /// A connection and the request it is serving.
 struct Conn {
     io: Io,
-    params: Box<Params>,
+    /// The params arena, held with the buffers while the connection is
+    /// being served; lent back to the pool while it is parked idle.
+    params: Option<Box<Params>>,
     begun: Option<Begun>,
     served: u64,
     deadline: Instant,
@@ -164,8 +168,11 @@ enum Outcome {
 /// The state the poller and the workers share while serving.
 struct Pool {
     settings: Settings,
-    /// The listening socket: workers accept from it too.
-    listener: Arc<Listener>,
+    /// The listening socket: workers accept from it too. `None` once
+    /// shutting down: the socket is closed then, so new connections are
+    /// refused (or, when another process holds the socket too, such as the
+    /// web server that started this one, wait for the next instance).
+    listener: Mutex<Option<Arc<Listener>>>,
     /// Memory of closed connections, for the next ones.
     spare: Mutex<Vec<(Buffers, Box<Params>)>>,
     config: Config,
@@ -188,7 +195,7 @@ impl<H: Handler> Server<H> {
     /// program instead. Settings come from [`Settings::from_env`].
     pub fn new(handler: H) -> io::Result<Server<H>> {
         let mode = match listener::detect_fd0()? {
-            Fd0::Listener(listener) => Mode::Listen(Arc::new(listener)),
+            Fd0::Listener(listener) => Mode::Listen(Mutex::new(Some(listener))),
             Fd0::NotASocket => Mode::Cgi,
         };
         Server::with_mode(handler, mode)
@@ -197,18 +204,24 @@ impl<H: Handler> Server<H> {
     /// A server listening on `addr`: `host:port` for TCP, a path (or
     /// `unix:path`) for a Unix socket; see [`Listener::bind`].
     pub fn bind(addr: &str, handler: H) -> io::Result<Server<H>> {
-        Server::with_mode(handler, Mode::Listen(Arc::new(Listener::bind(addr)?)))
+        Server::with_mode(
+            handler,
+            Mode::Listen(Mutex::new(Some(Listener::bind(addr)?))),
+        )
     }
 
     /// A server on a listener the caller has (`TcpListener`, `UnixListener`
     /// or [`Listener`]).
     pub fn from_listener(listener: impl Into<Listener>, handler: H) -> io::Result<Server<H>> {
-        Server::with_mode(handler, Mode::Listen(Arc::new(listener.into())))
+        Server::with_mode(handler, Mode::Listen(Mutex::new(Some(listener.into()))))
     }
 
     /// A server on a listening socket given as a file descriptor.
     pub fn from_fd(fd: OwnedFd, handler: H) -> io::Result<Server<H>> {
-        Server::with_mode(handler, Mode::Listen(Arc::new(Listener::from_fd(fd)?)))
+        Server::with_mode(
+            handler,
+            Mode::Listen(Mutex::new(Some(Listener::from_fd(fd)?))),
+        )
     }
 
     fn with_mode(handler: H, mode: Mode) -> io::Result<Server<H>> {
@@ -216,7 +229,12 @@ impl<H: Handler> Server<H> {
         wake_tx.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
         let (fileno, local_addr) = match &mode {
-            Mode::Listen(listener) => (listener.as_fd().as_raw_fd(), listener.local_addr()),
+            Mode::Listen(listener) => {
+                match &*listener.lock().unwrap_or_else(PoisonError::into_inner) {
+                    Some(listener) => (listener.as_fd().as_raw_fd(), listener.local_addr()),
+                    None => (-1, String::new()),
+                }
+            }
             Mode::Cgi => (-1, "cgi".to_string()),
         };
         Ok(Server {
@@ -271,10 +289,19 @@ impl<H: Handler> Server<H> {
     /// accepting, lets in-flight requests finish (at most
     /// [`Settings::shutdown_timeout`]) and returns `Ok`. As CGI, serves the
     /// one request and returns.
+    ///
+    /// The listening socket is closed as the shutdown begins, so new
+    /// connections are refused at once rather than left waiting; a server
+    /// serves once.
     pub fn serve_forever(&self) -> io::Result<()> {
         let listener = match &self.mode {
             Mode::Cgi => return self.serve_cgi(),
-            Mode::Listen(listener) => listener,
+            Mode::Listen(listener) => listener
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .map(Arc::new)
+                .ok_or_else(|| io::Error::other("this server has already served"))?,
         };
         let _signals = if self.settings.handle_signals {
             Some(SignalGuard::install(&self.control)?)
@@ -292,9 +319,10 @@ impl<H: Handler> Server<H> {
                 multiplex: false,
                 max_reqs_per_conn: 1,
             },
+            // Room for every spare it keeps: closing never allocates.
+            spare: Mutex::new(Vec::with_capacity(settings.workers)),
             settings,
-            listener: Arc::clone(listener),
-            spare: Mutex::new(Vec::new()),
+            listener: Mutex::new(Some(Arc::clone(&listener))),
             queue: Mutex::new(Queue {
                 conns: VecDeque::new(),
                 closed: false,
@@ -313,6 +341,11 @@ impl<H: Handler> Server<H> {
                 .spawn(move || worker(&pool, &*handler, &handle))?;
         }
         let result = self.poll(listener, &pool, &parked_rx);
+        // Closed by now unless the poller failed.
+        pool.listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
         queue.closed = true;
         for conn in queue.conns.drain(..) {
@@ -330,7 +363,7 @@ impl<H: Handler> Server<H> {
     /// do not slow down the one that has a request.
     fn poll(
         &self,
-        listener: &Listener,
+        listener: Arc<Listener>,
         pool: &Pool,
         parked_rx: &mpsc::Receiver<Conn>,
     ) -> io::Result<()> {
@@ -344,10 +377,11 @@ impl<H: Handler> Server<H> {
         )?;
         epoll::add(
             &epoll,
-            listener,
+            &*listener,
             epoll::EventData::new_u64(LISTENER),
             epoll::EventFlags::IN,
         )?;
+        let mut listener = Some(listener);
         let mut parked = Parked::default();
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         let mut draining: Option<Instant> = None;
@@ -360,9 +394,16 @@ impl<H: Handler> Server<H> {
                     pool.live.load(Ordering::SeqCst)
                 );
                 draining = Some(now + settings.shutdown_timeout);
-                // No more accepting; idle connections are closed, the rest
-                // may finish.
-                epoll::delete(&epoll, listener)?;
+                // No more accepting: the socket is closed (when the last
+                // worker in accept(2) lets go of it). Idle connections are
+                // closed; the rest may finish.
+                if let Some(listener) = listener.take() {
+                    epoll::delete(&epoll, &*listener)?;
+                }
+                pool.listener
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
                 for conn in parked.take_where(&epoll, |conn| conn.begun.is_none()) {
                     close(pool, conn);
                 }
@@ -419,7 +460,7 @@ impl<H: Handler> Server<H> {
                     close(pool, conn);
                 }
             }
-            if listener_ready {
+            if let (true, Some(listener)) = (listener_ready, &listener) {
                 self.accept(listener, pool);
             }
         }
@@ -530,18 +571,12 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
                 continue;
             }
         }
-        let (buffers, params) = pool
-            .spare
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-            .unwrap_or_else(|| (Buffers::new(), Box::default()));
-        match Io::new(stream, pool.config, settings, buffers) {
+        match Io::new(stream, pool.config, settings) {
             Ok(io) => {
                 pool.live.fetch_add(1, Ordering::SeqCst);
                 return Some(Conn {
                     io,
-                    params,
+                    params: None,
                     begun: None,
                     served: 0,
                     deadline: Instant::now(),
@@ -557,10 +592,34 @@ fn close(pool: &Pool, conn: Conn) {
     let Conn { io, params, .. } = conn;
     let buffers = io.close();
     pool.live.fetch_sub(1, Ordering::SeqCst);
+    if let Some(params) = params {
+        keep_spare(pool, buffers, params);
+    }
+}
+
+/// Keeps a connection's memory for the next one, up to `workers` sets (the
+/// most that can be in use at once by connections being served); beyond
+/// that it is freed.
+fn keep_spare(pool: &Pool, buffers: Buffers, params: Box<Params>) {
     let mut spare = pool.spare.lock().unwrap_or_else(PoisonError::into_inner);
     if spare.len() < pool.settings.workers {
         spare.push((buffers, params));
     }
+}
+
+/// Gives `conn` buffers and a params arena if it lent them out.
+fn equip(pool: &Pool, conn: &mut Conn) {
+    if conn.io.has_buffers() && conn.params.is_some() {
+        return;
+    }
+    let (buffers, params) = pool
+        .spare
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .pop()
+        .unwrap_or_else(|| (Buffers::new(), Box::default()));
+    conn.io.attach(buffers);
+    conn.params = Some(params);
 }
 
 /// Serves `conn` on this worker, and then any connection waiting to be
@@ -578,7 +637,12 @@ fn dispatch_local<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, m
                     wake(handle);
                     return;
                 }
-                match accept_one(&pool.listener, pool) {
+                let listener = pool
+                    .listener
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                match listener.and_then(|listener| accept_one(&listener, pool)) {
                     Some(next) => conn = next,
                     None => return,
                 }
@@ -587,9 +651,17 @@ fn dispatch_local<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, m
     }
 }
 
-/// Hands a connection that waits for the web server to the poller.
+/// Hands a connection that waits for the web server to the poller. Between
+/// requests, with nothing buffered, its memory goes back to the pool.
 fn park(pool: &Pool, handle: &ServerHandle, mut conn: Conn) {
     let settings = &pool.settings;
+    if conn.begun.is_none() {
+        if let Some(buffers) = conn.io.lend() {
+            if let Some(params) = conn.params.take() {
+                keep_spare(pool, buffers, params);
+            }
+        }
+    }
     conn.deadline = match conn.begun {
         Some(_) => conn.io.last_data() + settings.read_timeout,
         None => Instant::now() + settings.idle_timeout,
@@ -637,8 +709,12 @@ fn wake(handle: &ServerHandle) {
 /// Serves requests on `conn` while bytes keep coming.
 fn serve<H: Handler>(conn: &mut Conn, pool: &Pool, handler: &H, handle: &ServerHandle) -> Outcome {
     let settings = &pool.settings;
+    equip(pool, conn);
     loop {
-        let ready = match conn.io.next_request(&mut conn.params, &mut conn.begun) {
+        let Some(params) = conn.params.as_deref_mut() else {
+            return Outcome::Close;
+        };
+        let ready = match conn.io.next_request(params, &mut conn.begun) {
             Ok(ready) => ready,
             Err(error) => {
                 eprintln!("simple-fastcgi: closing a connection: {error}");
@@ -702,6 +778,9 @@ fn run_request<H: Handler>(
         aborted,
     } = begun;
     let Conn { io, params, .. } = conn;
+    let params = params
+        .as_deref()
+        .ok_or_else(|| io::Error::other("a request without its params arena"))?;
     io.start_request(request_id, role);
     if aborted {
         // Aborted before its handler started: end it now (spec 5.4).
