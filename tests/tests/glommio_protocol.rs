@@ -33,8 +33,9 @@ impl InProcess {
         if let Err(error) = simple_fastcgi_glommio::check_environment(settings.executors) {
             panic!("the glommio runtime cannot run on this machine: {error}");
         }
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = Addr::Tcp(listener.local_addr().unwrap().to_string());
+        // The library's bind: a listen backlog of LISTEN_BACKLOG, not 128.
+        let listener = simple_fastcgi_glommio::Listener::bind("127.0.0.1:0").unwrap();
+        let addr = Addr::Tcp(listener.local_addr());
         let settings = Settings {
             handle_signals: false,
             ..settings
@@ -634,4 +635,9 @@ fn a_thousand_hostile_connections_do_not_starve_a_fresh_client() {
         },
     );
     common::overload::thousand_hostile_connections_do_not_starve_a_fresh_client(&server.addr);
+}
+
+#[test]
+fn sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones() {
+    common::sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones(Runtime::Glommio);
 }

@@ -28,8 +28,9 @@ struct InProcess {
 
 impl InProcess {
     fn start<H: simple_fastcgi_std::Handler>(handler: H, settings: Settings) -> InProcess {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = Addr::Tcp(listener.local_addr().unwrap().to_string());
+        // The library's bind: a listen backlog of LISTEN_BACKLOG, not 128.
+        let listener = simple_fastcgi_std::Listener::bind("127.0.0.1:0").unwrap();
+        let addr = Addr::Tcp(listener.local_addr());
         let settings = Settings {
             handle_signals: false,
             ..settings
@@ -478,4 +479,9 @@ fn a_thousand_hostile_connections_do_not_starve_a_fresh_client() {
         },
     );
     common::overload::thousand_hostile_connections_do_not_starve_a_fresh_client(&server.addr);
+}
+
+#[test]
+fn sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones() {
+    common::sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones(Runtime::Std);
 }

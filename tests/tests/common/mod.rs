@@ -327,6 +327,116 @@ pub fn sigterm_lets_the_in_flight_request_finish_then_exits_0(rt: Runtime) {
     }
 }
 
+/// SIGTERM while 12 connections have a request half sent and 4 more keep
+/// sending whole requests (16 in all: the std runtime's default workers): every request the server had begun is answered
+/// in full and correctly, none is cut off, new connections are refused,
+/// and the process exits 0.
+pub fn sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones(rt: Runtime) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut app = App::spawn(rt.app("mirror"), Transport::Unix, &[]);
+    let addr = app.addr().clone();
+    let mut half_sent: Vec<Client> = (0..12)
+        .map(|i| {
+            let mut client = Client::connect(&addr).unwrap();
+            client
+                .send_wire(
+                    &Wire::new()
+                        .begin(1, Role::Responder, true)
+                        .params(1, &nginx_params())
+                        .record(RecordType::Stdin, 1, format!("first half {i}, ").as_bytes()),
+                )
+                .unwrap();
+            client
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaders: Vec<_> = (0..4)
+        .map(|t| {
+            let addr = addr.clone();
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut client = Client::connect(&addr).unwrap();
+                let mut answered = 0u32;
+                for n in 0u32.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let body = pattern(1000 + (t * 1000 + n as usize) % 5000);
+                    let wire = Wire::new()
+                        .begin(1, Role::Responder, true)
+                        .params(1, &nginx_params())
+                        .stdin(1, &body);
+                    if client.send_wire(&wire).is_err() {
+                        break; // refused: closed before the request went out
+                    }
+                    let mut response = simple_fastcgi_tests::client::Response::default();
+                    let mut got_any = false;
+                    let ended = loop {
+                        match client.read_record() {
+                            Ok(Some(record)) => {
+                                got_any = true;
+                                response.absorb(1, record).unwrap();
+                                if response.protocol_status.is_some() {
+                                    break true;
+                                }
+                            }
+                            Ok(None) | Err(_) => break false,
+                        }
+                    };
+                    if !ended {
+                        assert!(!got_any, "loader {t}: request {n} was cut off mid-response");
+                        break; // refused before the server began it
+                    }
+                    assert_eq!(response.body(), &body[..], "loader {t}: request {n}");
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    app.signal("TERM");
+    thread::sleep(Duration::from_millis(300));
+    assert!(app.is_running(), "waits for the in-flight requests");
+    match Client::connect(&addr) {
+        Err(_) => {}
+        Ok(mut late) => {
+            let _ = late.send_wire(
+                &Wire::new()
+                    .begin(1, Role::Responder, false)
+                    .params(1, &[])
+                    .stdin(1, b""),
+            );
+            assert!(
+                late.is_closed_by_peer(),
+                "a connection after SIGTERM was served"
+            );
+        }
+    }
+    for (i, client) in half_sent.iter_mut().enumerate() {
+        client
+            .send_wire(&Wire::new().stdin(1, format!("second half {i}").as_bytes()))
+            .unwrap();
+        let response = client.read_response(1).unwrap();
+        assert_eq!(
+            response.body(),
+            format!("first half {i}, second half {i}").as_bytes()
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    for loader in loaders {
+        let answered = loader.join().expect("a loader failed");
+        assert!(answered > 0, "each loader was answered before the shutdown");
+    }
+    let status = app
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("exits once the in-flight requests are done");
+    assert!(status.success(), "{status:?}");
+}
+
 pub fn web_server_addrs_is_enforced_for_tcp(rt: Runtime) {
     let refused = App::spawn(
         rt.app("hello"),
