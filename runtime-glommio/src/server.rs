@@ -217,6 +217,14 @@ where
             .take()
             .ok_or_else(|| io::Error::other("this server has already served"))?;
         listener.set_nonblocking(true)?;
+        // Every executor accepts on a duplicate of its own; the last one
+        // also holds the listener itself (which removes a Unix socket file
+        // it created when dropped) and lets go of it with its duplicate as
+        // the shutdown begins.
+        let fds = (0..executors)
+            .map(|_| listener.as_fd().try_clone_to_owned())
+            .collect::<io::Result<Vec<OwnedFd>>>()?;
+        let mut owner = Some(listener);
         let _signals = if self.settings.handle_signals {
             Some(SignalGuard::install(&self.control.shutdown)?)
         } else {
@@ -224,13 +232,17 @@ where
         };
         let cpus = allowed_cpus();
         let mut joins = Vec::new();
-        for n in 0..executors {
+        for (n, fd) in fds.into_iter().enumerate() {
             let placement = if executors <= cpus.len() {
                 Placement::Fixed(cpus[n])
             } else {
                 Placement::Unbound
             };
-            let fd = listener.as_fd().try_clone_to_owned()?;
+            let owner = if n + 1 == executors {
+                owner.take()
+            } else {
+                None
+            };
             let inner = Arc::clone(self);
             let mut builder = LocalExecutorBuilder::new(placement)
                 .name(&format!("fcgi-exec-{n}"))
@@ -239,12 +251,10 @@ where
                 builder = builder.spin_before_park(self.settings.spin_before_park);
             }
             let join = builder
-                .spawn(move || async move { inner.serve_executor(fd).await })
+                .spawn(move || async move { inner.serve_executor(fd, owner).await })
                 .map_err(|e| io::Error::other(format!("cannot start executor {n}: {e}")))?;
             joins.push(join);
         }
-        // The executors hold their own duplicates.
-        drop(listener);
         let mut result = Ok(());
         for join in joins {
             match join.join() {
@@ -260,7 +270,11 @@ where
     }
 
     /// One executor: accept, spawn connection tasks, drain on shutdown.
-    async fn serve_executor(self: Arc<Self>, fd: OwnedFd) -> io::Result<()> {
+    async fn serve_executor(
+        self: Arc<Self>,
+        fd: OwnedFd,
+        owner: Option<Listener>,
+    ) -> io::Result<()> {
         // SAFETY: `fd` is this executor's own duplicate of the listening
         // socket; glommio takes ownership of it and closes it on drop.
         // glommio's TCP listener accepts on Unix sockets just as well (it
@@ -351,7 +365,7 @@ where
             .detach();
         }
         // No more accepting here: this executor's duplicate is closed.
-        drop(listener);
+        drop((listener, owner));
         // Draining: idle connections close, in-flight requests finish.
         // Every connection closes once its requests are done (idle ones at
         // once).

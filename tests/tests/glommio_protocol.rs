@@ -641,3 +641,34 @@ fn a_thousand_hostile_connections_do_not_starve_a_fresh_client() {
 fn sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones() {
     common::sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones(Runtime::Glommio);
 }
+
+#[test]
+fn a_bound_unix_socket_serves_and_is_removed_at_shutdown() {
+    let dir = simple_fastcgi_tests::app::TempDir::new("glommio-bind");
+    let path = dir.path().join("app.sock");
+    let server = AsyncServer::bind(&format!("unix:{}", path.display()), || {
+        async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await
+    })
+    .unwrap()
+    .with_settings(Settings {
+        handle_signals: false,
+        ..Settings::default()
+    });
+    let handle = server.handle();
+    let serving = thread::spawn(move || server.run());
+    let addr = Addr::Unix(path.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Client::connect(&addr).is_err() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..3 {
+        let mut client = Client::connect(&addr).unwrap();
+        assert_eq!(client.request(1, false, &[], b"").unwrap().body(), b"ok");
+        thread::sleep(Duration::from_millis(50));
+        assert!(path.exists(), "the socket file stays while serving");
+    }
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
+    assert!(!path.exists(), "the socket file is removed at shutdown");
+    assert!(Client::connect(&addr).is_err());
+}
