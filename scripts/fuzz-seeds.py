@@ -89,6 +89,16 @@ def main():
             "end-early": b"\x04\x19" + request(1) + request(2),
         },
     }
+    # The request target takes the byte stream alone (no control bytes): the
+    # connection seeds without their first two bytes, and a few more.
+    seeds["request"] = {name: data[2:] for name, data in seeds["connection"].items()}
+    seeds["request"].update({
+        "big-body": request(1, body=b"z" * 20000, keep=False),
+        "authorizer": begin(2, role=2) + record(PARAMS, 2, pairs(NGINX[:4])) + record(PARAMS, 2),
+        "too-many-params": begin(1) + record(PARAMS, 1, pairs([("P%d" % i, "") for i in range(300)])[:65535])
+        + record(PARAMS, 1) + record(STDIN, 1),
+        "cut-mid-body": begin(1) + record(PARAMS, 1) + record(STDIN, 1, b"part of a body"),
+    })
     for target, files in seeds.items():
         folder = os.path.join(ROOT, target)
         os.makedirs(folder, exist_ok=True)

@@ -1,6 +1,7 @@
-//! The fuzz harnesses, one function per target. They depend on nothing but
-//! the core and std, so the stable replay test in `tests/` includes this file
-//! and runs every committed corpus entry through the same checks.
+//! The fuzz harnesses, one function per target. They depend on the core,
+//! the std runtime and std only, so the stable replay test in `tests/`
+//! includes this file and runs every committed corpus entry through the
+//! same checks.
 //!
 //! A harness panics only when the core breaks a promise: a parse result that
 //! contradicts its input, an event for a request that is not active, an
@@ -8,6 +9,10 @@
 //! that stops making progress.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use simple_fastcgi_core::nom::{Err, Needed};
 use simple_fastcgi_core::{
@@ -226,6 +231,89 @@ pub fn connection(data: &[u8]) {
     let mut rest = &written[..];
     while !rest.is_empty() {
         let (after, _) = Record::parse(rest).expect("output is whole records");
+        rest = after;
+    }
+}
+
+/// The most input the `request` harness feeds: its replies must fit in the
+/// socket buffer, since it reads them only after the runtime is done.
+const REQUEST_INPUT_MAX: usize = 32 * 1024;
+
+/// Whole conversations through the std runtime's request handling, in
+/// memory (a socket pair): the input is what a web server sends, then its
+/// end. A handler reads the params, the body and any filter data, and
+/// answers. What the runtime sends back must be whole version-1 records of
+/// the types an application sends, with one END_REQUEST per request that
+/// got any reply, and nothing for a request after its END_REQUEST until it
+/// begins again. A panic in the runtime, or a hang (the fuzzer's timeout),
+/// is a finding.
+pub fn request(data: &[u8]) {
+    use simple_fastcgi_core::RecordType;
+    use simple_fastcgi_std::{Request, Settings};
+
+    if data.len() > REQUEST_INPUT_MAX {
+        return;
+    }
+    let (ours, mut theirs) = UnixStream::pair().expect("a socket pair");
+    theirs
+        .write_all(data)
+        .expect("the input fits in the socket buffer");
+    theirs.shutdown(Shutdown::Write).expect("end of input");
+    let settings = Settings {
+        handle_signals: false,
+        linger: Duration::from_millis(1),
+        read_timeout: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(2),
+        lingering_close: Duration::from_millis(10),
+        ..Settings::default()
+    };
+    let handler = |req: &mut Request<'_>| {
+        let pairs = req.environ().iter().count();
+        let uri = req.param("REQUEST_URI").unwrap_or("").len();
+        let body = std::io::copy(req, &mut std::io::sink())?;
+        let data = std::io::copy(&mut req.data(), &mut std::io::sink())?;
+        let text = format!("{pairs} {uri} {body} {data}");
+        req.send_response(200, "text/plain", text, &[("X-Fuzz", "yes")], false)
+    };
+    simple_fastcgi_std::serve_one_connection(ours, &handler, settings)
+        .expect("setting up the connection");
+    let mut out = Vec::new();
+    theirs.read_to_end(&mut out).expect("the replies");
+
+    // The std runtime serves one request at a time: its replies are
+    // management records (request id 0) and, for one request after
+    // another, STDOUT and STDERR records, STDOUT's empty end record at most
+    // once, then END_REQUEST.
+    let mut current: Option<(u16, bool)> = None;
+    let mut rest = &out[..];
+    while !rest.is_empty() {
+        let (after, record) = match Record::parse(rest) {
+            Ok(parsed) => parsed,
+            Err(error) => panic!("the runtime sent a partial or bad record: {error:?}"),
+        };
+        assert_eq!(record.header.version, 1);
+        let id = record.header.request_id;
+        match record.header.record_type {
+            RecordType::GetValuesResult | RecordType::UnknownType => assert_eq!(id, 0),
+            RecordType::Stdout | RecordType::Stderr => {
+                assert!(id != 0, "output for request 0");
+                let (open, stdout_ended) = current.get_or_insert((id, false));
+                assert_eq!(*open, id, "replies to two requests interleaved");
+                if record.header.record_type == RecordType::Stdout {
+                    assert!(!*stdout_ended, "STDOUT after its end record");
+                    *stdout_ended = record.content.is_empty();
+                }
+            }
+            RecordType::EndRequest => {
+                assert!(id != 0, "END_REQUEST for request 0");
+                assert_eq!(record.content.len(), 8);
+                if let Some((open, _)) = current {
+                    assert_eq!(open, id, "END_REQUEST for another request");
+                }
+                current = None;
+            }
+            other => panic!("the runtime sent a {other:?} record"),
+        }
         rest = after;
     }
 }

@@ -16,6 +16,9 @@ pub use handler::Handler;
 pub use listener::{LISTEN_BACKLOG, Listener};
 pub use request::{Data, Request};
 pub use response::{Body, Chunks, Json};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use server::serve_one_connection;
 pub use server::{Server, ServerHandle};
 pub use settings::Settings;
 

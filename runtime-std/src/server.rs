@@ -872,3 +872,62 @@ impl Drop for SignalGuard {
         }
     }
 }
+
+/// Serves one connection on the calling thread until it closes, through
+/// the same request handling as [`Server::serve_forever`] (the core, the
+/// params arena, the handler, response framing), without the poller and
+/// the workers. For fuzzing the runtime in memory (`fuzz/`); not a way to
+/// run a server.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn serve_one_connection<H: Handler>(
+    stream: UnixStream,
+    handler: &H,
+    settings: Settings,
+) -> io::Result<()> {
+    let (wake_tx, _wake_rx) = UnixStream::pair()?;
+    let handle = ServerHandle {
+        control: Arc::new(Control {
+            shutdown: Arc::new(AtomicBool::new(false)),
+            wake_tx,
+            fileno: -1,
+            local_addr: "fuzzing".to_string(),
+        }),
+    };
+    let (parked_tx, _parked_rx) = mpsc::channel();
+    let pool = Pool {
+        config: Config {
+            max_conns: 1,
+            max_reqs: 1,
+            multiplex: false,
+            max_reqs_per_conn: 1,
+        },
+        spare: Mutex::new(Vec::with_capacity(1)),
+        settings,
+        listener: Mutex::new(None),
+        queue: Mutex::new(Queue {
+            conns: VecDeque::new(),
+            closed: false,
+        }),
+        work: Condvar::new(),
+        queued: AtomicUsize::new(0),
+        live: AtomicUsize::new(1),
+        parked: Mutex::new(parked_tx),
+    };
+    let mut conn = Conn {
+        io: Io::new(
+            crate::listener::Stream::Unix(stream),
+            pool.config,
+            &pool.settings,
+        )?,
+        params: None,
+        begun: None,
+        served: 0,
+        deadline: Instant::now(),
+    };
+    // Parking only means "nothing to read yet": serve again, which waits
+    // (one linger period at a time) for bytes or the end.
+    while let Outcome::Park = serve(&mut conn, &pool, handler, &handle) {}
+    close(&pool, conn);
+    Ok(())
+}

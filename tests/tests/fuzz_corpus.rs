@@ -38,3 +38,8 @@ fn name_value_corpus() {
 fn connection_corpus() {
     replay("connection", harness::connection);
 }
+
+#[test]
+fn request_corpus() {
+    replay("request", harness::request);
+}
