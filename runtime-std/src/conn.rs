@@ -555,11 +555,22 @@ impl Io {
     /// closes, for at most [`Settings::lingering_close`]: closing a socket
     /// with unread input is a reset, and nginx and Apache then throw away the
     /// response they are reading (502/503).
-    pub(crate) fn close(mut self) -> Buffers {
+    pub(crate) fn close(self) -> Buffers {
+        self.close_lingering(true)
+    }
+
+    /// Closes the connection without waiting for the web server to stop
+    /// sending: for a connection that timed out (it is not sending) and
+    /// for the poller, which must not block.
+    pub(crate) fn close_at_once(self) -> Buffers {
+        self.close_lingering(false)
+    }
+
+    fn close_lingering(mut self, linger: bool) -> Buffers {
         if !self.broken {
             let _ = self.write_pending();
         }
-        if !self.broken && !self.eof && (self.input.open() || self.core.is_mid_record()) {
+        if linger && !self.broken && !self.eof && (self.input.open() || self.core.is_mid_record()) {
             let _ = self.stream.shutdown(Shutdown::Write);
             let deadline = Instant::now() + self.lingering_close;
             let mut scratch = [0u8; 4096];

@@ -405,7 +405,7 @@ impl<H: Handler> Server<H> {
                     .unwrap_or_else(PoisonError::into_inner)
                     .take();
                 for conn in parked.take_where(&epoll, |conn| conn.begun.is_none()) {
-                    close(pool, conn);
+                    close_at_once(pool, conn);
                 }
             }
             if let Some(deadline) = draining {
@@ -419,7 +419,7 @@ impl<H: Handler> Server<H> {
             }
             if parked.next_deadline.is_some_and(|deadline| now >= deadline) {
                 for conn in parked.take_where(&epoll, |conn| conn.deadline <= now) {
-                    close(pool, conn);
+                    close_at_once(pool, conn);
                 }
             }
             let mut timeout = next_service
@@ -455,9 +455,9 @@ impl<H: Handler> Server<H> {
             }
             while let Ok(conn) = parked_rx.try_recv() {
                 if draining.is_some() && conn.begun.is_none() {
-                    close(pool, conn);
+                    close_at_once(pool, conn);
                 } else if let Some(conn) = parked.put(&epoll, conn) {
-                    close(pool, conn);
+                    close_at_once(pool, conn);
                 }
             }
             if let (true, Some(listener)) = (listener_ready, &listener) {
@@ -465,7 +465,7 @@ impl<H: Handler> Server<H> {
             }
         }
         for conn in parked.take_where(&epoll, |_| true) {
-            close(pool, conn);
+            close_at_once(pool, conn);
         }
         Ok(())
     }
@@ -533,7 +533,7 @@ fn dispatch(pool: &Pool, conn: Conn) {
     let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
     if queue.closed {
         drop(queue);
-        close(pool, conn);
+        close_at_once(pool, conn);
         return;
     }
     queue.conns.push_back(conn);
@@ -587,10 +587,23 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
     }
 }
 
-/// Closes a connection and keeps its memory for the next one.
+/// Closes a connection and keeps its memory for the next one. When the web
+/// server may still be sending, this waits for it (at most
+/// [`Settings::lingering_close`]): workers only.
 fn close(pool: &Pool, conn: Conn) {
     let Conn { io, params, .. } = conn;
     let buffers = io.close();
+    pool.live.fetch_sub(1, Ordering::SeqCst);
+    if let Some(params) = params {
+        keep_spare(pool, buffers, params);
+    }
+}
+
+/// Closes a connection without a lingering close: for the poller (which
+/// must not block) closing connections that timed out or are idle.
+fn close_at_once(pool: &Pool, conn: Conn) {
+    let Conn { io, params, .. } = conn;
+    let buffers = io.close_at_once();
     pool.live.fetch_sub(1, Ordering::SeqCst);
     if let Some(params) = params {
         keep_spare(pool, buffers, params);

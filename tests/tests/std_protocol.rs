@@ -513,3 +513,15 @@ fn a_bound_unix_socket_serves_and_is_removed_at_shutdown() {
     assert!(!path.exists(), "the socket file is removed at shutdown");
     assert!(Client::connect(&addr).is_err());
 }
+
+#[test]
+fn silent_connections_time_out_without_stalling_others() {
+    let server = InProcess::start(
+        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
+        Settings {
+            read_timeout: common::overload::SILENT_READ_TIMEOUT,
+            ..Settings::default()
+        },
+    );
+    common::overload::silent_connections_time_out_without_stalling_others(&server.addr);
+}

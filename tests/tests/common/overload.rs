@@ -182,3 +182,42 @@ pub fn thousand_hostile_connections_do_not_starve_a_fresh_client(addr: &Addr) {
     assert!(sent > 30, "the slow connections sent {sent} bytes each");
     drop((idle, half_open, held));
 }
+
+/// Connections that go silent in the middle of a request: the server
+/// started with [`SILENT_READ_TIMEOUT`] must close them when it passes,
+/// without holding anyone else up while it does (closing must not wait on
+/// a peer that sends nothing).
+pub const SILENT_READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The scenario for [`SILENT_READ_TIMEOUT`]: 300 connections send a
+/// BEGIN_REQUEST and part of the params, then nothing.
+pub fn silent_connections_time_out_without_stalling_others(addr: &Addr) {
+    raise_fd_limit(4096);
+    let partial = nginx_request(1, b"")[..48].to_vec();
+    let mut silent: Vec<Client> = (0..300)
+        .map(|_| {
+            let mut client = Client::connect(addr).expect("connect");
+            client.send(&partial).expect("a partial request");
+            client
+        })
+        .collect();
+    thread::sleep(SILENT_READ_TIMEOUT * 2);
+    // They time out now, all at once; a fresh client is answered meanwhile.
+    for i in 0..5 {
+        let started = Instant::now();
+        let mut client = Client::connect(addr).expect("a fresh client connects");
+        client.set_timeout(FRESH_WITHIN).expect("timeout");
+        let response = client
+            .request(1, false, &[], b"")
+            .unwrap_or_else(|e| panic!("fresh client {i} was not answered: {e}"));
+        assert_eq!(response.body(), b"ok");
+        assert!(started.elapsed() < FRESH_WITHIN);
+    }
+    for (i, client) in silent.iter_mut().enumerate() {
+        client.set_timeout(Duration::from_secs(5)).expect("timeout");
+        assert!(
+            client.is_closed_by_peer(),
+            "silent connection {i} was not closed after the read timeout"
+        );
+    }
+}
