@@ -72,20 +72,54 @@ pub(crate) struct Chunk {
 /// Memory kept by an executor for its next connections and requests:
 /// faulting in fresh pages for every connection cost more than all the rest
 /// of a connection's work. Each pool keeps at most `limit` items
-/// ([`Settings::spare_buffers`]); the rest is freed.
+/// ([`Settings::spare_buffers`]); the rest is freed. And what a pool did not
+/// need between two trims (its low-water mark) is freed at the second, so
+/// memory a burst left behind goes back within seconds.
 pub(crate) struct Pools {
     limit: usize,
-    blocks: RefCell<Vec<Rc<Block>>>,
-    params: RefCell<Vec<Box<Params>>>,
-    outs: RefCell<Vec<Vec<u8>>>,
-    slots: RefCell<Vec<Rc<Slot>>>,
+    blocks: RefCell<Spare<Rc<Block>>>,
+    params: RefCell<Spare<Box<Params>>>,
+    outs: RefCell<Spare<Vec<u8>>>,
+    slots: RefCell<Spare<Rc<Slot>>>,
+}
+
+/// One pool: a stack of spare items, and the fewest it held since the last
+/// trim.
+struct Spare<T> {
+    items: Vec<T>,
+    low: usize,
+}
+
+impl<T> Default for Spare<T> {
+    fn default() -> Self {
+        Spare {
+            items: Vec::new(),
+            low: 0,
+        }
+    }
+}
+
+impl<T> Spare<T> {
+    fn take(&mut self) -> Option<T> {
+        let item = self.items.pop();
+        self.low = self.low.min(self.items.len());
+        item
+    }
+
+    /// Frees the items that sat unused since the last trim (the bottom of
+    /// the stack, used least recently).
+    fn trim(&mut self) {
+        let unused = self.low.min(self.items.len());
+        drop(self.items.drain(..unused));
+        self.low = self.items.len();
+    }
 }
 
 /// Keeps `item` in `pool` unless the pool is full.
-fn keep<T>(pool: &RefCell<Vec<T>>, limit: usize, item: T) {
+fn keep<T>(pool: &RefCell<Spare<T>>, limit: usize, item: T) {
     let mut pool = pool.borrow_mut();
-    if pool.len() < limit {
-        pool.push(item);
+    if pool.items.len() < limit {
+        pool.items.push(item);
     }
 }
 
@@ -101,8 +135,17 @@ impl Pools {
         }
     }
 
+    /// Frees what each pool did not need since the last call. The
+    /// executor's sweeper calls this every few seconds.
+    pub(crate) fn trim(&self) {
+        self.blocks.borrow_mut().trim();
+        self.params.borrow_mut().trim();
+        self.outs.borrow_mut().trim();
+        self.slots.borrow_mut().trim();
+    }
+
     fn block(&self) -> Rc<Block> {
-        self.blocks.borrow_mut().pop().unwrap_or_else(|| {
+        self.blocks.borrow_mut().take().unwrap_or_else(|| {
             Rc::new(Block {
                 bytes: vec![0u8; BLOCK].into_boxed_slice(),
             })
@@ -358,7 +401,7 @@ impl Conn {
     /// A response buffer from the pool: 8 bytes of room for a record header,
     /// then the payload.
     pub(crate) fn take_out(&self) -> Vec<u8> {
-        let mut out = self.pools.outs.borrow_mut().pop().unwrap_or_default();
+        let mut out = self.pools.outs.borrow_mut().take().unwrap_or_default();
         out.clear();
         out.resize(8, 0);
         out
@@ -541,13 +584,13 @@ async fn read_blocks(
                         keep_conn,
                         output,
                     }) => {
-                        let mut params = conn.pools.params.borrow_mut().pop().unwrap_or_default();
+                        let mut params = conn.pools.params.borrow_mut().take().unwrap_or_default();
                         params.clear();
                         let slot = conn
                             .pools
                             .slots
                             .borrow_mut()
-                            .pop()
+                            .take()
                             .unwrap_or_else(|| Rc::new(Slot::new()));
                         slot.begin(request_id, role, keep_conn, params, output);
                         state.slots.push(slot);

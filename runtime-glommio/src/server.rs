@@ -29,6 +29,10 @@ const MEMLOCK_PER_EXECUTOR: u64 = 512 * 1024;
 /// storage I/O, so it asks for glommio's minimum instead of its 10 MiB.
 const IO_MEMORY: usize = 64 * 1024;
 
+/// How often an executor frees the pooled memory it did not use since the
+/// last time.
+const POOL_TRIM_EVERY: Duration = Duration::from_secs(5);
+
 /// A thread-per-core FastCGI server on glommio: the Rust form of the seed's
 /// `AsyncFcgiServer`.
 ///
@@ -296,9 +300,12 @@ where
         // timer on every read.
         let sweep_every = (settings.read_timeout.min(settings.idle_timeout) / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        // The same task trims the memory pools every POOL_TRIM_EVERY.
         let sweeper = {
             let exec = Rc::clone(&exec);
+            let pools = Rc::clone(&pools);
             glommio::spawn_local(async move {
+                let mut next_trim = std::time::Instant::now() + POOL_TRIM_EVERY;
                 loop {
                     glommio::timer::sleep(sweep_every).await;
                     let now = std::time::Instant::now();
@@ -306,6 +313,10 @@ where
                     conns.retain(|c| c.strong_count() > 0);
                     for conn in conns.iter().filter_map(Weak::upgrade) {
                         conn.check_deadline(now);
+                    }
+                    if now >= next_trim {
+                        pools.trim();
+                        next_trim = now + POOL_TRIM_EVERY;
                     }
                 }
             })

@@ -38,8 +38,9 @@ pub struct Settings {
     pub max_buffers_per_conn: usize,
     /// Memory an executor keeps after use for the next connections and
     /// requests, in each kind: this many read buffers (64 KiB), params
-    /// arenas (64 KiB) and response buffers. Beyond it, memory is freed, so
-    /// a burst of connections does not leave the process big. Default: 16.
+    /// arenas (64 KiB) and response buffers. Beyond it, memory is freed,
+    /// and what sat unused for five seconds is freed too, so a burst of
+    /// connections does not leave the process big. Default: 16.
     pub spare_buffers: usize,
     /// How long a request may wait for the web server's next bytes (params,
     /// body) before the connection is closed and its reads fail. Default:
