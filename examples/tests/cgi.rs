@@ -104,6 +104,9 @@ fn dir_listing_lists_and_refuses_escapes() {
         "path=/sub/../..",
         "path=%2e%2e",
         "path=/nonexistent",
+        // Absolute paths are taken inside the root: /etc is ROOT/etc.
+        "path=/etc",
+        "path=%2Fetc%2F..%2F..",
     ] {
         assert!(
             listing(escape).starts_with("Status: 404 Not Found\r\n"),

@@ -81,6 +81,16 @@ fn soak(rt: Runtime) {
         thread::sleep(Duration::from_millis(5));
     }
     let warm_rss = app.rss_kib().expect("the server's RSS");
+    // Samples along the way, for the log: a leak climbs steadily, a pool
+    // settling levels off.
+    let mut samples = Vec::new();
+    for tenth in 1..10 {
+        while done.load(Ordering::SeqCst) < total / 10 * tenth && !failed.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        samples.push(app.rss_kib().unwrap_or(0));
+    }
+    eprintln!("{rt:?}: RSS at each tenth of the run (KiB): {samples:?}");
     for (c, client) in clients.into_iter().enumerate() {
         match client.join() {
             Ok(Ok(())) => {}
