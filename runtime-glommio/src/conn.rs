@@ -418,6 +418,11 @@ impl Conn {
     ) {
         let mut state = self.state.borrow_mut();
         state.slots.retain(|s| !Rc::ptr_eq(s, slot));
+        // Body chunks the handler left unread let go of their read blocks
+        // now, not when the slot is next used: a kept connection whose
+        // handler ignored a large body would otherwise have its blocks
+        // pinned, and its reader waiting for room, until then.
+        slot.input.borrow_mut().reset();
         // The slot's task ends right after this, without another await:
         // the slot is free for the next request.
         let limit = self.pools.limit;
