@@ -196,6 +196,12 @@ impl Io {
         self.last_data
     }
 
+    /// Whether the web server stopped in the middle of something: bytes
+    /// buffered that are not a whole record yet, or a record cut short.
+    pub(crate) fn is_mid_input(&self) -> bool {
+        self.has_buffered() || self.core.is_mid_record()
+    }
+
     /// Whether unconsumed bytes are buffered (the core needs more of them).
     pub(crate) fn has_buffered(&self) -> bool {
         self.start < self.end

@@ -25,6 +25,10 @@ pub struct Listener {
     kind: ListenerKind,
     /// A Unix socket path this process created, removed on drop.
     unlink: Option<PathBuf>,
+    /// A duplicate of fd 0 (see [`Listener::fd0`]).
+    from_fd0: bool,
+    /// Point fd 0 at `/dev/null` on drop ([`Listener::begin_serving`]).
+    release_fd0: bool,
 }
 
 enum ListenerKind {
@@ -66,6 +70,8 @@ impl Listener {
         Ok(Listener {
             kind: ListenerKind::Tcp(listener),
             unlink: None,
+            from_fd0: false,
+            release_fd0: false,
         })
     }
 
@@ -88,6 +94,8 @@ impl Listener {
         Ok(Listener {
             kind: ListenerKind::Unix(listener),
             unlink: Some(path.to_path_buf()),
+            from_fd0: false,
+            release_fd0: false,
         })
     }
 
@@ -116,7 +124,23 @@ impl Listener {
                 ));
             }
         };
-        Ok(Listener { kind, unlink: None })
+        Ok(Listener {
+            kind,
+            unlink: None,
+            from_fd0: false,
+            release_fd0: false,
+        })
+    }
+
+    /// Called by the runtimes when they start serving on this listener:
+    /// from then on, dropping it also lets go of fd 0 when it came from
+    /// there (fd 0 is pointed at `/dev/null`), so new connections are
+    /// refused once the server shuts down. A listener dropped without
+    /// serving leaves fd 0 alone, so another server can still be made on it
+    /// (the std runtime after the glommio one could not start, say).
+    #[doc(hidden)]
+    pub fn begin_serving(&mut self) {
+        self.release_fd0 = self.from_fd0;
     }
 
     /// Whether connections arrive over TCP (where FCGI_WEB_SERVER_ADDRS
@@ -144,9 +168,10 @@ impl Listener {
 
     /// The listening socket on fd 0 (FCGI_LISTENSOCK_FILENO) as the spec
     /// hands it over, or `None` when fd 0 is not a listening socket (the
-    /// program was started as CGI, or by hand). The socket moves to a new
-    /// descriptor and fd 0 is pointed at `/dev/null`, so that closing the
-    /// listener really closes this process's hold on the socket.
+    /// program was started as CGI, or by hand). The listener is a duplicate
+    /// of fd 0; once a server has served on it, dropping it also points fd 0
+    /// at `/dev/null`, so that closing the listener at shutdown really ends
+    /// this process's hold on the socket.
     pub fn fd0() -> io::Result<Option<Listener>> {
         Ok(match detect_fd0()? {
             Fd0::Listener(listener) => Some(listener),
@@ -197,6 +222,8 @@ impl From<TcpListener> for Listener {
         Listener {
             kind: ListenerKind::Tcp(listener),
             unlink: None,
+            from_fd0: false,
+            release_fd0: false,
         }
     }
 }
@@ -206,6 +233,8 @@ impl From<UnixListener> for Listener {
         Listener {
             kind: ListenerKind::Unix(listener),
             unlink: None,
+            from_fd0: false,
+            release_fd0: false,
         }
     }
 }
@@ -214,6 +243,14 @@ impl Drop for Listener {
     fn drop(&mut self) {
         if let Some(path) = &self.unlink {
             let _ = std::fs::remove_file(path);
+        }
+        if self.release_fd0 {
+            // Without /dev/null (a bare chroot) fd 0 keeps the socket open:
+            // new connections then wait in the backlog until the process
+            // exits instead of being refused at once.
+            if let Ok(null) = std::fs::File::open("/dev/null") {
+                let _ = rustix::stdio::dup2_stdin(&null);
+            }
         }
     }
 }
@@ -233,13 +270,8 @@ pub(crate) fn detect_fd0() -> io::Result<Fd0> {
         // A connected socket (inetd style) is a CGI stdin, not a listener.
         return Ok(Fd0::NotASocket);
     }
-    let listener = Listener::from_fd(fd.try_clone_to_owned()?)?;
-    // fd 0 now becomes /dev/null: the process holds the socket only through
-    // `listener`, so closing it at shutdown really stops listening here
-    // (new connections are refused, or wait for the next instance when the
-    // web server holds the socket too), and nothing reads it as stdin.
-    let null = std::fs::File::open("/dev/null")?;
-    rustix::stdio::dup2_stdin(&null)?;
+    let mut listener = Listener::from_fd(fd.try_clone_to_owned()?)?;
+    listener.from_fd0 = true;
     Ok(Fd0::Listener(listener))
 }
 

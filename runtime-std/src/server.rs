@@ -181,7 +181,13 @@ struct Pool {
     queued: AtomicUsize,
     live: AtomicUsize,
     parked: Mutex<mpsc::Sender<Conn>>,
+    /// accept(2) failed (out of descriptors, say): the poller pauses
+    /// accepting for [`ACCEPT_PAUSE`].
+    accept_paused: AtomicBool,
 }
+
+/// How long the poller stops accepting after accept(2) failed.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 struct Queue {
     conns: VecDeque<Conn>,
@@ -300,7 +306,10 @@ impl<H: Handler> Server<H> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take()
-                .map(Arc::new)
+                .map(|mut listener| {
+                    listener.begin_serving();
+                    Arc::new(listener)
+                })
                 .ok_or_else(|| io::Error::other("this server has already served"))?,
         };
         let _signals = if self.settings.handle_signals {
@@ -331,14 +340,20 @@ impl<H: Handler> Server<H> {
             queued: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             parked: Mutex::new(parked_tx),
+            accept_paused: AtomicBool::new(false),
         });
         for n in 0..pool.settings.workers.max(1) {
-            let pool = Arc::clone(&pool);
+            let worker_pool = Arc::clone(&pool);
             let handler = Arc::clone(&self.handler);
             let handle = self.handle();
-            thread::Builder::new()
+            let spawned = thread::Builder::new()
                 .name(format!("fcgi-worker-{n}"))
-                .spawn(move || worker(&pool, &*handler, &handle))?;
+                .spawn(move || worker(&worker_pool, &*handler, &handle));
+            if let Err(error) = spawned {
+                // The workers already started stop again.
+                stop_workers(&pool);
+                return Err(error);
+            }
         }
         let result = self.poll(listener, &pool, &parked_rx);
         // Closed by now unless the poller failed.
@@ -346,13 +361,7 @@ impl<H: Handler> Server<H> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.closed = true;
-        for conn in queue.conns.drain(..) {
-            conn.io.close();
-        }
-        drop(queue);
-        pool.work.notify_all();
+        stop_workers(&pool);
         result
     }
 
@@ -386,8 +395,21 @@ impl<H: Handler> Server<H> {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         let mut draining: Option<Instant> = None;
         let mut next_service = Instant::now();
+        let mut accepts_paused_until: Option<Instant> = None;
         loop {
             let now = Instant::now();
+            if let (Some(until), Some(listener)) = (accepts_paused_until, &listener) {
+                if now >= until {
+                    accepts_paused_until = None;
+                    pool.accept_paused.store(false, Ordering::SeqCst);
+                    epoll::add(
+                        &epoll,
+                        &**listener,
+                        epoll::EventData::new_u64(LISTENER),
+                        epoll::EventFlags::IN,
+                    )?;
+                }
+            }
             if draining.is_none() && self.control.shutdown.load(Ordering::SeqCst) {
                 eprintln!(
                     "simple-fastcgi: shutting down, {} connection(s) open",
@@ -398,7 +420,9 @@ impl<H: Handler> Server<H> {
                 // worker in accept(2) lets go of it). Idle connections are
                 // closed; the rest may finish.
                 if let Some(listener) = listener.take() {
-                    epoll::delete(&epoll, &*listener)?;
+                    if accepts_paused_until.is_none() {
+                        epoll::delete(&epoll, &*listener)?;
+                    }
                 }
                 pool.listener
                     .lock()
@@ -424,6 +448,7 @@ impl<H: Handler> Server<H> {
             }
             let mut timeout = next_service
                 .min(parked.next_deadline.unwrap_or(next_service))
+                .min(accepts_paused_until.unwrap_or(next_service))
                 .saturating_duration_since(now);
             if draining.is_some() {
                 timeout = timeout.min(Duration::from_millis(100));
@@ -462,6 +487,10 @@ impl<H: Handler> Server<H> {
             }
             if let (true, Some(listener)) = (listener_ready, &listener) {
                 self.accept(listener, pool);
+                if pool.accept_paused.load(Ordering::SeqCst) && accepts_paused_until.is_none() {
+                    epoll::delete(&epoll, &**listener)?;
+                    accepts_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                }
             }
         }
         for conn in parked.take_where(&epoll, |_| true) {
@@ -528,6 +557,20 @@ impl ServerHandle {
     }
 }
 
+/// Tells the workers to stop once they are done, and closes the connections
+/// still waiting for one (at once: the server is stopping, nobody waits for
+/// lingering closes).
+fn stop_workers(pool: &Pool) {
+    let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
+    queue.closed = true;
+    let waiting: Vec<Conn> = queue.conns.drain(..).collect();
+    drop(queue);
+    pool.work.notify_all();
+    for conn in waiting {
+        close_at_once(pool, conn);
+    }
+}
+
 /// Hands a connection to the workers.
 fn dispatch(pool: &Pool, conn: Conn) {
     let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -554,8 +597,12 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => continue,
             Err(error) => {
-                // Out of descriptors or memory: try again on the next wake.
-                eprintln!("simple-fastcgi: accept failed: {error}");
+                // Out of descriptors or memory: the poller stops watching
+                // the listener for a moment (it would stay readable and
+                // wake the poller in a loop), then tries again.
+                if !pool.accept_paused.swap(true, Ordering::SeqCst) {
+                    eprintln!("simple-fastcgi: accept failed, pausing accepts: {error}");
+                }
                 return None;
             }
         };
@@ -675,9 +722,12 @@ fn park(pool: &Pool, handle: &ServerHandle, mut conn: Conn) {
             }
         }
     }
-    conn.deadline = match conn.begun {
-        Some(_) => conn.io.last_data() + settings.read_timeout,
-        None => Instant::now() + settings.idle_timeout,
+    // In the middle of a request, or of a record before one began: the
+    // read timeout. Between requests: the idle timeout.
+    conn.deadline = if conn.begun.is_some() || conn.io.is_mid_input() {
+        conn.io.last_data() + settings.read_timeout
+    } else {
+        Instant::now() + settings.idle_timeout
     };
     let sent = pool
         .parked
@@ -926,6 +976,7 @@ pub fn serve_one_connection<H: Handler>(
         queued: AtomicUsize::new(0),
         live: AtomicUsize::new(1),
         parked: Mutex::new(parked_tx),
+        accept_paused: AtomicBool::new(false),
     };
     let mut conn = Conn {
         io: Io::new(

@@ -98,6 +98,17 @@ impl App {
     /// Starts example `name` with a listening socket on its fd 0, as
     /// `spawn-fcgi` does, with extra environment variables.
     pub fn spawn(name: &str, transport: Transport, env: &[(&str, &str)]) -> App {
+        App::spawn_limited(name, transport, env, None)
+    }
+
+    /// [`App::spawn`], with the open-file limit (`ulimit -n`) set to
+    /// `max_files` when given.
+    pub fn spawn_limited(
+        name: &str,
+        transport: Transport,
+        env: &[(&str, &str)],
+        max_files: Option<u32>,
+    ) -> App {
         let (fd, addr, dir): (OwnedFd, Addr, Option<TempDir>) = match transport {
             Transport::Tcp => {
                 let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
@@ -111,7 +122,17 @@ impl App {
                 (listener.into(), Addr::Unix(path), Some(dir))
             }
         };
-        let mut command = Command::new(example_bin(name));
+        let mut command = match max_files {
+            None => Command::new(example_bin(name)),
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\""))
+                    .arg(example_bin(name));
+                shell
+            }
+        };
         command
             .stdin(Stdio::from(fd))
             .stdout(Stdio::null())
@@ -169,6 +190,28 @@ impl App {
             .find_map(|line| line.strip_prefix("VmRSS:"))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             .ok_or_else(|| io::Error::other("no VmRSS line"))
+    }
+
+    /// CPU time (user and system) the process has used so far.
+    pub fn cpu_time(&self) -> io::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name (which may hold spaces), which ends
+        // at the last ')': utime and stime are fields 14 and 15 of the line.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .ok_or_else(|| io::Error::other("no ')' in /proc/PID/stat"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> io::Result<u64> {
+            fields
+                .get(i)
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| io::Error::other("short /proc/PID/stat"))
+        };
+        // `rest` starts at field 3 (state): utime is field 14, index 11.
+        let total = ticks(11)? + ticks(12)?;
+        // USER_HZ is 100 on Linux.
+        Ok(Duration::from_millis(total * 10))
     }
 
     /// Whether the process still runs.

@@ -684,3 +684,37 @@ fn silent_connections_time_out_without_stalling_others() {
     );
     common::overload::silent_connections_time_out_without_stalling_others(&server.addr);
 }
+
+#[test]
+fn out_of_descriptors_neither_spins_nor_stops_serving() {
+    common::overload::out_of_descriptors_neither_spins_nor_stops_serving(Runtime::Glommio);
+}
+
+#[test]
+fn an_unread_large_body_does_not_stall_the_kept_connection() {
+    // The handler answers without reading its body. Chunks of that body
+    // already handed to the request must let go of their read blocks when
+    // the request ends; otherwise the connection's reader waits for room
+    // that never comes, and the next request hangs until the idle timeout.
+    let server = InProcess::start(
+        || {
+            async |req: &mut Request<'_>| {
+                // Long enough for the reader to fill every read block the
+                // connection may hold with this body.
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                req.send_response(200, "", "ok", &[], false).await
+            }
+        },
+        one_executor(),
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    client.set_timeout(Duration::from_secs(5)).unwrap();
+    for round in 0..3u16 {
+        let id = 1 + round;
+        let body = vec![b'u'; 1024 * 1024];
+        let response = client.request(id, true, &[], &body).unwrap();
+        assert_eq!(response.body(), b"ok", "round {round}");
+        let response = client.request(9, true, &[], b"").unwrap();
+        assert_eq!(response.body(), b"ok", "round {round}: the next request");
+    }
+}

@@ -525,3 +525,8 @@ fn silent_connections_time_out_without_stalling_others() {
     );
     common::overload::silent_connections_time_out_without_stalling_others(&server.addr);
 }
+
+#[test]
+fn out_of_descriptors_neither_spins_nor_stops_serving() {
+    common::overload::out_of_descriptors_neither_spins_nor_stops_serving(Runtime::Std);
+}

@@ -221,3 +221,51 @@ pub fn silent_connections_time_out_without_stalling_others(addr: &Addr) {
         );
     }
 }
+
+/// The server out of file descriptors: `App` started with `ulimit -n 48`
+/// and more connections than that. accept(2) fails with EMFILE while the
+/// listening socket stays readable; the server must not spin on it (a
+/// busy loop would burn a whole CPU), and must serve again once
+/// descriptors are free.
+pub fn out_of_descriptors_neither_spins_nor_stops_serving(rt: super::Runtime) {
+    use simple_fastcgi_tests::app::{App, Transport};
+
+    let app = App::spawn_limited(rt.app("hello"), Transport::Unix, &[], Some(48));
+    let addr = app.addr().clone();
+    let mut first = Client::connect(&addr).expect("connect");
+    assert_eq!(
+        first.request(1, true, &[], b"").expect("served").stdout,
+        super::HELLO
+    );
+    // More connections than descriptors: the rest wait in the backlog.
+    let held: Vec<Stream> = (0..80).map(|_| raw(&addr)).collect();
+    thread::sleep(Duration::from_millis(300));
+    let before = app.cpu_time().expect("cpu time");
+    thread::sleep(Duration::from_secs(1));
+    let used = app.cpu_time().expect("cpu time") - before;
+    assert!(
+        used < Duration::from_millis(500),
+        "{rt:?}: {used:?} of CPU in one second while out of descriptors: a busy loop"
+    );
+    drop(held);
+    // Descriptors free again: a new connection is served (give the server
+    // a moment to close the dropped ones and resume accepting).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answered = Client::connect(&addr)
+            .and_then(|mut client| {
+                client.set_timeout(Duration::from_secs(2))?;
+                client.request(1, false, &[], b"")
+            })
+            .is_ok_and(|response| response.stdout == super::HELLO);
+        if answered {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{rt:?}: not serving again after descriptors were freed"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    drop(first);
+}
