@@ -71,6 +71,8 @@ pub struct ServerHandle {
 
 struct Control {
     shutdown: Arc<AtomicBool>,
+    /// `run` has begun serving (and `stopped` will be set when it returns).
+    running: AtomicBool,
     stopped: AtomicBool,
     live: AtomicUsize,
     fileno: RawFd,
@@ -121,6 +123,7 @@ where
         let listener = listener.into();
         let control = Arc::new(Control {
             shutdown: Arc::new(AtomicBool::new(false)),
+            running: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             live: AtomicUsize::new(0),
             fileno: listener.as_fd().as_raw_fd(),
@@ -192,11 +195,14 @@ where
             .await
     }
 
-    /// Asks the server to stop and waits until it has.
+    /// Asks the server to stop and waits until it has (at once when it is
+    /// not serving).
     pub async fn shutdown(&self) {
         let handle = self.handle();
         handle.shutdown();
-        while !handle.control.stopped.load(Ordering::SeqCst) {
+        while handle.control.running.load(Ordering::SeqCst)
+            && !handle.control.stopped.load(Ordering::SeqCst)
+        {
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -214,12 +220,13 @@ where
         // the old flags afterwards; with executors racing, a restore could
         // leave it blocking and park a thread in accept(2). Non-blocking from
         // the start, every restore keeps it so.
-        let listener = self
+        let mut listener = self
             .listener
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .ok_or_else(|| io::Error::other("this server has already served"))?;
+        listener.begin_serving();
         listener.set_nonblocking(true)?;
         // Every executor accepts on a duplicate of its own; the last one
         // also holds the listener itself (which removes a Unix socket file
@@ -236,6 +243,8 @@ where
         };
         let cpus = allowed_cpus();
         let mut joins = Vec::new();
+        self.control.running.store(true, Ordering::SeqCst);
+        let mut result = Ok(());
         for (n, fd) in fds.into_iter().enumerate() {
             let placement = if executors <= cpus.len() {
                 Placement::Fixed(cpus[n])
@@ -254,12 +263,20 @@ where
             if !self.settings.spin_before_park.is_zero() {
                 builder = builder.spin_before_park(self.settings.spin_before_park);
             }
-            let join = builder
-                .spawn(move || async move { inner.serve_executor(fd, owner).await })
-                .map_err(|e| io::Error::other(format!("cannot start executor {n}: {e}")))?;
-            joins.push(join);
+            match builder.spawn(move || async move { inner.serve_executor(fd, owner).await }) {
+                Ok(join) => joins.push(join),
+                Err(error) => {
+                    // The executors already running stop again (and the
+                    // listener is dropped with the rest of them).
+                    result = Err(io::Error::other(format!(
+                        "cannot start executor {n}: {error}"
+                    )));
+                    self.control.shutdown.store(true, Ordering::SeqCst);
+                    break;
+                }
+            }
         }
-        let mut result = Ok(());
+        drop(owner);
         for join in joins {
             match join.join() {
                 Ok(Ok(())) => {}
