@@ -160,6 +160,8 @@ where
     }
 
     /// The listening socket's file descriptor.
+    /// It is closed once a shutdown begins, after which the number may
+    /// belong to another file.
     pub fn fileno(&self) -> RawFd {
         self.inner.control.fileno
     }
@@ -442,6 +444,8 @@ impl ServerHandle {
     }
 
     /// The listening socket's file descriptor.
+    /// It is closed once a shutdown begins, after which the number may
+    /// belong to another file.
     pub fn fileno(&self) -> RawFd {
         self.control.fileno
     }
