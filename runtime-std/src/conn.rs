@@ -63,7 +63,6 @@ pub(crate) struct Io {
     pub(crate) out: Vec<u8>,
     input: Input,
     read_timeout: Duration,
-    lingering_close: Duration,
     last_data: Instant,
     /// A write failed: the web server is gone.
     broken: bool,
@@ -115,6 +114,10 @@ impl Buffers {
     }
 }
 
+/// The most bytes of a closing connection the poller drops per wake, so
+/// one fast sender cannot keep it busy.
+const DRAIN_PER_WAKE: usize = 64 * 1024;
+
 /// Which input stream a handler reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -138,7 +141,6 @@ impl Io {
             out: Vec::new(),
             input: Input::default(),
             read_timeout: settings.read_timeout,
-            lingering_close: settings.lingering_close,
             last_data: Instant::now(),
             broken: false,
             eof: false,
@@ -555,45 +557,59 @@ impl Io {
         self.eof || self.broken
     }
 
-    /// Closes the connection: management replies out, our side shut. When
-    /// the web server may still be sending (a body the handler did not read,
-    /// a record cut short), what it sends is read and dropped until it
-    /// closes, for at most [`Settings::lingering_close`]: closing a socket
-    /// with unread input is a reset, and nginx and Apache then throw away the
-    /// response they are reading (502/503).
-    pub(crate) fn close(self) -> Buffers {
-        self.close_lingering(true)
+    /// Whether closing now calls for a lingering close: the web server may
+    /// still be sending (a body the handler did not read, a record cut
+    /// short). Closing a socket with unread input is a reset, and nginx and
+    /// Apache then throw away the response they are reading (502/503).
+    pub(crate) fn wants_linger(&self) -> bool {
+        !self.broken && !self.eof && (self.input.open() || self.core.is_mid_record())
     }
 
-    /// Closes the connection without waiting for the web server to stop
-    /// sending: for a connection that timed out (it is not sending) and
-    /// for the poller, which must not block.
-    pub(crate) fn close_at_once(self) -> Buffers {
-        self.close_lingering(false)
-    }
-
-    fn close_lingering(mut self, linger: bool) -> Buffers {
+    /// Begins a lingering close: replies out, our sending side shut, and
+    /// the buffers given back (what the web server still sends is read and
+    /// dropped by [`Io::drain`], from the poller).
+    pub(crate) fn begin_linger(&mut self) -> Buffers {
         if !self.broken {
             let _ = self.write_pending();
         }
-        if linger && !self.broken && !self.eof && (self.input.open() || self.core.is_mid_record()) {
-            let _ = self.stream.shutdown(Shutdown::Write);
-            let deadline = Instant::now() + self.lingering_close;
-            let mut scratch = [0u8; 4096];
-            while Instant::now() < deadline {
-                match self.stream.read(&mut scratch) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) => {}
-                    Err(_) => break,
-                }
+        let _ = self.stream.shutdown(Shutdown::Write);
+        self.start = 0;
+        self.end = 0;
+        self.input.stdin.clear();
+        self.input.data.clear();
+        self.out.clear();
+        Buffers {
+            buf: std::mem::take(&mut self.buf),
+            out: std::mem::take(&mut self.out),
+            stdin: std::mem::take(&mut self.input.stdin),
+            data: std::mem::take(&mut self.input.data),
+        }
+    }
+
+    /// Reads and drops what the web server sent, without waiting, at most
+    /// [`DRAIN_PER_WAKE`] bytes: `true` once it has closed (or the socket
+    /// failed), `false` while it may send more.
+    pub(crate) fn drain(&mut self) -> bool {
+        let mut scratch = [0u8; 4096];
+        let mut drained = 0;
+        while drained < DRAIN_PER_WAKE {
+            match self.stream.read_nonblocking(&mut scratch) {
+                Ok(0) => return true,
+                Ok(n) => drained += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
             }
+        }
+        false
+    }
+
+    /// Closes the connection: management replies out, and dropping the
+    /// socket closes it. (When [`Io::wants_linger`], the caller begins a
+    /// lingering close instead, which ends here.)
+    pub(crate) fn close(mut self) -> Buffers {
+        if !self.broken {
+            let _ = self.write_pending();
         }
         // Otherwise nothing more is expected: dropping the socket closes it.
         Buffers {

@@ -85,6 +85,9 @@ struct Conn {
     begun: Option<Begun>,
     served: u64,
     deadline: Instant,
+    /// In a lingering close: parked with the poller, which drops what the
+    /// web server still sends until it closes or `deadline` passes.
+    lingering: bool,
 }
 
 /// The poller's epoll token for its wake pipe.
@@ -184,6 +187,14 @@ struct Pool {
     /// accept(2) failed (out of descriptors, say): the poller pauses
     /// accepting for [`ACCEPT_PAUSE`].
     accept_paused: AtomicBool,
+    /// Wakes the poller.
+    wake_tx: UnixStream,
+}
+
+impl Pool {
+    fn wake(&self) {
+        let _ = (&self.wake_tx).write(&[1]);
+    }
 }
 
 /// How long the poller stops accepting after accept(2) failed.
@@ -269,6 +280,8 @@ impl<H: Handler> Server<H> {
     }
 
     /// The listening socket's file descriptor; -1 when running as CGI.
+    /// It is closed once a shutdown begins, after which the number may
+    /// belong to another file.
     pub fn fileno(&self) -> RawFd {
         self.control.fileno
     }
@@ -341,6 +354,7 @@ impl<H: Handler> Server<H> {
             live: AtomicUsize::new(0),
             parked: Mutex::new(parked_tx),
             accept_paused: AtomicBool::new(false),
+            wake_tx: self.control.wake_tx.try_clone()?,
         });
         for n in 0..pool.settings.workers.max(1) {
             let worker_pool = Arc::clone(&pool);
@@ -428,7 +442,11 @@ impl<H: Handler> Server<H> {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .take();
-                for conn in parked.take_where(&epoll, |conn| conn.begun.is_none()) {
+                // (Lingering closes go on: a reset now could make the web
+                // server drop a response it is still reading.)
+                for conn in
+                    parked.take_where(&epoll, |conn| conn.begun.is_none() && !conn.lingering)
+                {
                     close_at_once(pool, conn);
                 }
             }
@@ -470,16 +488,24 @@ impl<H: Handler> Server<H> {
                         while matches!((&self.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
                     }
                     LISTENER => listener_ready = draining.is_none(),
-                    slot => {
-                        // Bytes (or an end) to read: a worker's turn.
-                        if let Some(conn) = parked.take(&epoll, slot) {
-                            dispatch(pool, conn);
+                    slot => match parked.take(&epoll, slot) {
+                        // Closing: drop what the web server sent, until it
+                        // closes too.
+                        Some(mut conn) if conn.lingering => {
+                            if conn.io.drain() {
+                                close_at_once(pool, conn);
+                            } else if let Some(conn) = parked.put(&epoll, conn) {
+                                close_at_once(pool, conn);
+                            }
                         }
-                    }
+                        // Bytes (or an end) to read: a worker's turn.
+                        Some(conn) => dispatch(pool, conn),
+                        None => {}
+                    },
                 }
             }
             while let Ok(conn) = parked_rx.try_recv() {
-                if draining.is_some() && conn.begun.is_none() {
+                if draining.is_some() && conn.begun.is_none() && !conn.lingering {
                     close_at_once(pool, conn);
                 } else if let Some(conn) = parked.put(&epoll, conn) {
                     close_at_once(pool, conn);
@@ -546,6 +572,8 @@ impl ServerHandle {
     }
 
     /// The listening socket's file descriptor; -1 when running as CGI.
+    /// It is closed once a shutdown begins, after which the number may
+    /// belong to another file.
     pub fn fileno(&self) -> RawFd {
         self.control.fileno
     }
@@ -627,6 +655,7 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
                     begun: None,
                     served: 0,
                     deadline: Instant::now(),
+                    lingering: false,
                 });
             }
             Err(error) => eprintln!("simple-fastcgi: cannot set up a connection: {error}"),
@@ -635,9 +664,29 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
 }
 
 /// Closes a connection and keeps its memory for the next one. When the web
-/// server may still be sending, this waits for it (at most
-/// [`Settings::lingering_close`]): workers only.
-fn close(pool: &Pool, conn: Conn) {
+/// server may still be sending, the connection goes to the poller for a
+/// lingering close instead (at most [`Settings::lingering_close`]), so no
+/// worker waits on it.
+fn close(pool: &Pool, mut conn: Conn) {
+    if conn.io.wants_linger() {
+        let buffers = conn.io.begin_linger();
+        if let Some(params) = conn.params.take() {
+            keep_spare(pool, buffers, params);
+        }
+        conn.lingering = true;
+        conn.begun = None;
+        conn.deadline = Instant::now() + pool.settings.lingering_close;
+        let sent = pool
+            .parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(conn);
+        match sent {
+            Ok(()) => pool.wake(),
+            Err(mpsc::SendError(conn)) => close_at_once(pool, conn),
+        }
+        return;
+    }
     let Conn { io, params, .. } = conn;
     let buffers = io.close();
     pool.live.fetch_sub(1, Ordering::SeqCst);
@@ -646,11 +695,12 @@ fn close(pool: &Pool, conn: Conn) {
     }
 }
 
-/// Closes a connection without a lingering close: for the poller (which
-/// must not block) closing connections that timed out or are idle.
+/// Closes a connection without a lingering close: connections that timed
+/// out or are idle, lingering ones that are done, and all of them when the
+/// server stops.
 fn close_at_once(pool: &Pool, conn: Conn) {
     let Conn { io, params, .. } = conn;
-    let buffers = io.close_at_once();
+    let buffers = io.close();
     pool.live.fetch_sub(1, Ordering::SeqCst);
     if let Some(params) = params {
         keep_spare(pool, buffers, params);
@@ -977,6 +1027,7 @@ pub fn serve_one_connection<H: Handler>(
         live: AtomicUsize::new(1),
         parked: Mutex::new(parked_tx),
         accept_paused: AtomicBool::new(false),
+        wake_tx: handle.control.wake_tx.try_clone()?,
     };
     let mut conn = Conn {
         io: Io::new(
@@ -988,6 +1039,7 @@ pub fn serve_one_connection<H: Handler>(
         begun: None,
         served: 0,
         deadline: Instant::now(),
+        lingering: false,
     };
     // Parking only means "nothing to read yet": serve again, which waits
     // (one linger period at a time) for bytes or the end.

@@ -718,3 +718,12 @@ fn an_unread_large_body_does_not_stall_the_kept_connection() {
         assert_eq!(response.body(), b"ok", "round {round}: the next request");
     }
 }
+
+#[test]
+fn lingering_closes_do_not_hold_up_fresh_clients() {
+    let server = InProcess::start(
+        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
+        Settings::default(),
+    );
+    common::overload::lingering_closes_do_not_hold_up_fresh_clients(&server.addr);
+}

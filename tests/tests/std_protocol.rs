@@ -530,3 +530,12 @@ fn silent_connections_time_out_without_stalling_others() {
 fn out_of_descriptors_neither_spins_nor_stops_serving() {
     common::overload::out_of_descriptors_neither_spins_nor_stops_serving(Runtime::Std);
 }
+
+#[test]
+fn lingering_closes_do_not_hold_up_fresh_clients() {
+    let server = InProcess::start(
+        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
+        Settings::default(),
+    );
+    common::overload::lingering_closes_do_not_hold_up_fresh_clients(&server.addr);
+}

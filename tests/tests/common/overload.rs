@@ -269,3 +269,63 @@ pub fn out_of_descriptors_neither_spins_nor_stops_serving(rt: super::Runtime) {
     }
     drop(first);
 }
+
+/// Requests whose bodies the handler never reads, with the web server
+/// still sending when the answer is done: the server closes each with a
+/// lingering close (reading and dropping until the sender stops, at most
+/// `lingering_close`, 5 s). Forty such senders, trickling a byte every
+/// 100 ms, must not hold up a fresh client for 2 s.
+pub fn lingering_closes_do_not_hold_up_fresh_clients(addr: &Addr) {
+    let mut start = nginx_request(1, b"")[..].to_vec();
+    // nginx_request ends with the empty STDIN record: drop it, and send the
+    // start of a body that goes on.
+    start.truncate(start.len() - 8);
+    start.extend_from_slice(
+        &Wire::new()
+            .record(simple_fastcgi_core::RecordType::Stdin, 1, &[b'b'; 1000])
+            .into_bytes(),
+    );
+    // keep_conn off: the server closes once it has answered.
+    start[10] = 0;
+    let mut senders: Vec<Stream> = (0..40)
+        .map(|_| {
+            let mut stream = raw(addr);
+            stream
+                .write_all(&start)
+                .expect("a request with a body that goes on");
+            stream.set_nonblocking(true).expect("nonblocking");
+            stream
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for stream in &mut senders {
+                    // Errors are fine: the server may have closed by now.
+                    let _ = stream.write(b"b");
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    for i in 0..10 {
+        let started = Instant::now();
+        let mut client = Client::connect(addr).expect("a fresh client connects");
+        client.set_timeout(FRESH_WITHIN).expect("timeout");
+        let response = client
+            .request(1, false, &[], b"")
+            .unwrap_or_else(|e| panic!("fresh client {i} was not answered: {e}"));
+        assert_eq!(response.body(), b"ok");
+        assert!(
+            started.elapsed() < FRESH_WITHIN,
+            "fresh client {i} took {:?}",
+            started.elapsed()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    trickle.join().expect("the trickling thread");
+}
