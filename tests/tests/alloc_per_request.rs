@@ -11,6 +11,7 @@
 //! sleep, which with one client means per request. See the README.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
@@ -25,11 +26,29 @@ struct Counting;
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// Allocations made on this thread: what `the_counter_counts` looks at,
+    /// so threads of the other test's server that are still winding down
+    /// cannot disturb it.
+    static MINE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts an allocation, process-wide and for this thread.
+fn count() {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    // `try_with`: a thread being torn down has no counter left.
+    let _ = MINE.try_with(|mine| mine.set(mine.get() + 1));
+}
+
+fn mine() -> usize {
+    MINE.with(Cell::get)
+}
+
 // SAFETY: every method forwards to `System` with the caller's arguments
 // unchanged, so `System`'s guarantees hold; the counter is an atomic.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
         unsafe { System.alloc(layout) }
     }
@@ -40,7 +59,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -126,16 +145,18 @@ fn the_counter_counts() {
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = (ALLOCATIONS.load(Ordering::SeqCst), mine());
     let v = std::hint::black_box(vec![1u8; 10]);
-    assert!(ALLOCATIONS.load(Ordering::SeqCst) > before);
+    assert!(ALLOCATIONS.load(Ordering::SeqCst) > before.0);
+    assert_eq!(mine(), before.1 + 1);
     drop(v);
     // Unix sockets need no allocation either way; this only shows the
-    // client side of `exchange` is allocation-free.
+    // client side of `exchange` is allocation-free (counted on this
+    // thread alone).
     let (mut a, mut b) = UnixStream::pair().unwrap();
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = mine();
     a.write_all(b"x").unwrap();
     let mut byte = [0u8; 1];
     b.read_exact(&mut byte).unwrap();
-    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), before);
+    assert_eq!(mine(), before);
 }
