@@ -504,6 +504,9 @@ async fn run_handler<H: Handler>(handler: &H, req: &mut Request<'_>) -> u32 {
     let outcome = AssertUnwindSafe(handler.handle(req)).catch_unwind().await;
     let (status, what) = match outcome {
         Ok(Ok(())) => return 0,
+        // The web server gave up on the request (its client went away):
+        // the handler's failure is the expected outcome, not worth a line.
+        Ok(Err(_)) if req.aborted() => return 1,
         Ok(Err(error)) => (1, format!("failed: {error}")),
         Err(panic) => (101, format!("panicked: {}", panic_message(&*panic))),
     };
