@@ -79,6 +79,19 @@ struct Control {
     local_addr: String,
 }
 
+/// Asks every executor to stop when dropped during a panic.
+struct StopAllOnFailure {
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Drop for StopAllOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shutdown.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 /// One executor's serving state.
 struct Exec<H> {
     handler: H,
@@ -298,6 +311,12 @@ where
         fd: OwnedFd,
         owner: Option<Listener>,
     ) -> io::Result<()> {
+        // An executor that fails stops the others too: a server half up
+        // (and, when this one owned the listener, with its socket file
+        // gone) would be worse than one that stops and says why.
+        let _stop_all = StopAllOnFailure {
+            shutdown: Arc::clone(&self.control.shutdown),
+        };
         // SAFETY: `fd` is this executor's own duplicate of the listening
         // socket; glommio takes ownership of it and closes it on drop.
         // glommio's TCP listener accepts on Unix sockets just as well (it

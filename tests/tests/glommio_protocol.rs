@@ -727,3 +727,36 @@ fn lingering_closes_do_not_hold_up_fresh_clients() {
     );
     common::overload::lingering_closes_do_not_hold_up_fresh_clients(&server.addr);
 }
+
+#[test]
+fn an_executor_that_panics_stops_the_server_instead_of_leaving_it_half_up() {
+    if let Err(error) = simple_fastcgi_glommio::check_environment(2) {
+        panic!("the glommio runtime cannot run on this machine: {error}");
+    }
+    let listener = simple_fastcgi_glommio::Listener::bind("127.0.0.1:0").unwrap();
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let factory = {
+        let made = std::sync::Arc::clone(&made);
+        move || {
+            // The second executor's handler cannot be made.
+            let n = made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert!(n == 0, "no handler for executor {n}");
+            async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await
+        }
+    };
+    let server = AsyncServer::from_listener(listener, factory)
+        .unwrap()
+        .with_settings(Settings {
+            executors: 2,
+            handle_signals: false,
+            ..Settings::default()
+        });
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done_tx.send(server.run());
+    });
+    let result = done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("run returns once an executor failed");
+    assert!(result.is_err(), "run reports the failure: {result:?}");
+}
