@@ -676,15 +676,7 @@ fn close(pool: &Pool, mut conn: Conn) {
         conn.lingering = true;
         conn.begun = None;
         conn.deadline = Instant::now() + pool.settings.lingering_close;
-        let sent = pool
-            .parked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(conn);
-        match sent {
-            Ok(()) => pool.wake(),
-            Err(mpsc::SendError(conn)) => close_at_once(pool, conn),
-        }
+        hand_to_poller(pool, conn);
         return;
     }
     let Conn { io, params, .. } = conn;
@@ -738,13 +730,13 @@ fn dispatch_local<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, m
     loop {
         match serve(&mut conn, pool, handler, handle) {
             Outcome::Park => {
-                park(pool, handle, conn);
+                park(pool, conn);
                 return;
             }
             Outcome::Close => {
                 close(pool, conn);
                 if handle.is_shutting_down() {
-                    wake(handle);
+                    pool.wake();
                     return;
                 }
                 let listener = pool
@@ -763,7 +755,7 @@ fn dispatch_local<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, m
 
 /// Hands a connection that waits for the web server to the poller. Between
 /// requests, with nothing buffered, its memory goes back to the pool.
-fn park(pool: &Pool, handle: &ServerHandle, mut conn: Conn) {
+fn park(pool: &Pool, mut conn: Conn) {
     let settings = &pool.settings;
     if conn.begun.is_none() {
         if let Some(buffers) = conn.io.lend() {
@@ -779,14 +771,20 @@ fn park(pool: &Pool, handle: &ServerHandle, mut conn: Conn) {
     } else {
         Instant::now() + settings.idle_timeout
     };
+    hand_to_poller(pool, conn);
+}
+
+/// Sends `conn` to the poller and wakes it; when the poller has stopped,
+/// the server is stopping and the connection is closed.
+fn hand_to_poller(pool: &Pool, conn: Conn) {
     let sent = pool
         .parked
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .send(conn);
     match sent {
-        Ok(()) => wake(handle),
-        Err(mpsc::SendError(conn)) => close(pool, conn),
+        Ok(()) => pool.wake(),
+        Err(mpsc::SendError(conn)) => close_at_once(pool, conn),
     }
 }
 
@@ -813,10 +811,6 @@ fn worker<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle) {
         // to be accepted, served here at once without a hand-off.
         dispatch_local(pool, handler, handle, conn);
     }
-}
-
-fn wake(handle: &ServerHandle) {
-    let _ = (&handle.control.wake_tx).write(&[1]);
 }
 
 /// Serves requests on `conn` while bytes keep coming.
