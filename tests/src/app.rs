@@ -11,6 +11,17 @@ use std::time::{Duration, Instant};
 
 use crate::client::Addr;
 
+/// glibc malloc settings for an app whose RSS a test measures: large
+/// blocks always mmapped (no adaptive threshold), freed heap tops trimmed,
+/// few arenas. By default glibc keeps freed blocks in per-thread arenas,
+/// which shows as RSS that climbs for a while without anything leaking;
+/// with these, RSS shows what the process really holds.
+pub const MALLOC_RETURNS_MEMORY: &[(&str, &str)] = &[
+    ("MALLOC_ARENA_MAX", "2"),
+    ("MALLOC_MMAP_THRESHOLD_", "32768"),
+    ("MALLOC_TRIM_THRESHOLD_", "131072"),
+];
+
 /// A temporary directory removed on drop.
 pub struct TempDir {
     path: PathBuf,

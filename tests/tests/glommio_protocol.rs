@@ -53,6 +53,14 @@ impl InProcess {
     }
 }
 
+/// An in-process server whose handler answers `ok`.
+fn ok_server(settings: Settings) -> InProcess {
+    InProcess::start(
+        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
+        settings,
+    )
+}
+
 impl Drop for InProcess {
     fn drop(&mut self) {
         self.handle.shutdown();
@@ -302,13 +310,10 @@ fn stderr_stream_redirects_and_refused_headers() {
 
 #[test]
 fn idle_connections_are_closed_after_the_idle_timeout() {
-    let server = InProcess::start(
-        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
-        Settings {
-            idle_timeout: Duration::from_millis(300),
-            ..one_executor()
-        },
-    );
+    let server = ok_server(Settings {
+        idle_timeout: Duration::from_millis(300),
+        ..one_executor()
+    });
     let mut client = Client::connect(&server.addr).unwrap();
     assert_eq!(client.request(1, true, &[], b"").unwrap().body(), b"ok");
     let start = Instant::now();
@@ -352,13 +357,10 @@ fn a_silent_web_server_cannot_hold_a_request() {
 
 #[test]
 fn max_requests_per_connection() {
-    let server = InProcess::start(
-        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
-        Settings {
-            max_requests_per_conn: Some(3),
-            ..one_executor()
-        },
-    );
+    let server = ok_server(Settings {
+        max_requests_per_conn: Some(3),
+        ..one_executor()
+    });
     let mut client = Client::connect(&server.addr).unwrap();
     for id in 1..=3 {
         assert_eq!(client.request(id, true, &[], b"").unwrap().body(), b"ok");
@@ -368,13 +370,10 @@ fn max_requests_per_connection() {
 
 #[test]
 fn connections_beyond_max_conns_are_closed_not_left_waiting() {
-    let server = InProcess::start(
-        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
-        Settings {
-            max_conns: 3,
-            ..one_executor()
-        },
-    );
+    let server = ok_server(Settings {
+        max_conns: 3,
+        ..one_executor()
+    });
     let mut held: Vec<Client> = (0..3)
         .map(|_| Client::connect(&server.addr).unwrap())
         .collect();
@@ -627,13 +626,10 @@ fn serve_forever_and_shutdown_awaited_on_executors() {
 
 #[test]
 fn a_thousand_hostile_connections_do_not_starve_a_fresh_client() {
-    let server = InProcess::start(
-        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
-        Settings {
-            max_conns: common::overload::MAX_CONNS,
-            ..Settings::default()
-        },
-    );
+    let server = ok_server(Settings {
+        max_conns: common::overload::MAX_CONNS,
+        ..Settings::default()
+    });
     common::overload::thousand_hostile_connections_do_not_starve_a_fresh_client(&server.addr);
 }
 
@@ -675,13 +671,10 @@ fn a_bound_unix_socket_serves_and_is_removed_at_shutdown() {
 
 #[test]
 fn silent_connections_time_out_without_stalling_others() {
-    let server = InProcess::start(
-        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
-        Settings {
-            read_timeout: common::overload::SILENT_READ_TIMEOUT,
-            ..Settings::default()
-        },
-    );
+    let server = ok_server(Settings {
+        read_timeout: common::overload::SILENT_READ_TIMEOUT,
+        ..Settings::default()
+    });
     common::overload::silent_connections_time_out_without_stalling_others(&server.addr);
 }
 
@@ -721,10 +714,7 @@ fn an_unread_large_body_does_not_stall_the_kept_connection() {
 
 #[test]
 fn lingering_closes_do_not_hold_up_fresh_clients() {
-    let server = InProcess::start(
-        || async |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false).await,
-        Settings::default(),
-    );
+    let server = ok_server(Settings::default());
     common::overload::lingering_closes_do_not_hold_up_fresh_clients(&server.addr);
 }
 

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use simple_fastcgi_core::{ProtocolStatus, RecordType, Role};
-use simple_fastcgi_tests::app::{App, Transport};
+use simple_fastcgi_tests::app::{App, MALLOC_RETURNS_MEMORY, Transport};
 use simple_fastcgi_tests::client::{Addr, Client};
 use simple_fastcgi_tests::wire::{Wire, encode_pairs, pattern};
 
@@ -38,18 +38,6 @@ const WARM_ROUNDS: usize = 3;
 /// RSS moves by a few MiB). A leak of one connection's buffers per case
 /// would grow by about 3 MiB per round, 8 MiB over the measured rounds.
 const RSS_SLACK_KIB: u64 = 4096;
-
-/// glibc malloc settings for the server under test: large blocks always
-/// mmapped (no adaptive threshold), freed heap tops trimmed, few arenas. The
-/// mirror app buffers up to 1 MiB of a body in memory; by default glibc
-/// keeps such freed blocks in per-thread arenas, which shows as RSS that
-/// climbs for a while without anything leaking. With these, RSS shows what
-/// the process really holds.
-const MALLOC_RETURNS_MEMORY: &[(&str, &str)] = &[
-    ("MALLOC_ARENA_MAX", "2"),
-    ("MALLOC_MMAP_THRESHOLD_", "32768"),
-    ("MALLOC_TRIM_THRESHOLD_", "131072"),
-];
 
 type Case = fn(&Addr) -> io::Result<()>;
 

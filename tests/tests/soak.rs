@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use simple_fastcgi_core::{ProtocolStatus, RecordType, Role};
-use simple_fastcgi_tests::app::{App, Transport};
+use simple_fastcgi_tests::app::{App, MALLOC_RETURNS_MEMORY, Transport};
 use simple_fastcgi_tests::client::{Addr, Client};
 use simple_fastcgi_tests::wire::{Wire, nginx_params, pattern};
 
@@ -32,14 +32,6 @@ const RSS_GROWTH: f64 = 0.10;
 
 /// Client threads, each with its own kept connection.
 const CLIENTS: u64 = 4;
-
-/// glibc told to return freed memory, as in the hostile suite, so RSS shows
-/// what the process holds rather than what malloc keeps around.
-const MALLOC_RETURNS_MEMORY: &[(&str, &str)] = &[
-    ("MALLOC_ARENA_MAX", "2"),
-    ("MALLOC_MMAP_THRESHOLD_", "32768"),
-    ("MALLOC_TRIM_THRESHOLD_", "131072"),
-];
 
 #[test]
 fn std_soak() {

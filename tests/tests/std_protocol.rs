@@ -53,6 +53,14 @@ impl InProcess {
     }
 }
 
+/// An in-process server whose handler answers `ok`.
+fn ok_server(settings: Settings) -> InProcess {
+    InProcess::start(
+        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
+        settings,
+    )
+}
+
 impl Drop for InProcess {
     fn drop(&mut self) {
         let _ = self.stop();
@@ -149,13 +157,10 @@ fn aborted_is_seen_while_the_handler_does_not_read() {
 
 #[test]
 fn idle_connections_do_not_hold_workers() {
-    let server = InProcess::start(
-        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
-        Settings {
-            workers: 2,
-            ..Settings::default()
-        },
-    );
+    let server = ok_server(Settings {
+        workers: 2,
+        ..Settings::default()
+    });
     // More idle connections (some mid-request) than workers.
     let mut idle = Vec::new();
     for i in 0..20 {
@@ -336,13 +341,10 @@ fn a_silent_web_server_cannot_hold_a_request() {
 
 #[test]
 fn idle_connections_are_closed_after_the_idle_timeout() {
-    let server = InProcess::start(
-        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
-        Settings {
-            idle_timeout: Duration::from_millis(300),
-            ..Settings::default()
-        },
-    );
+    let server = ok_server(Settings {
+        idle_timeout: Duration::from_millis(300),
+        ..Settings::default()
+    });
     let mut client = Client::connect(&server.addr).unwrap();
     assert_eq!(client.request(1, true, &[], b"").unwrap().body(), b"ok");
     let start = Instant::now();
@@ -356,13 +358,10 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
 
 #[test]
 fn max_requests_per_connection() {
-    let server = InProcess::start(
-        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
-        Settings {
-            max_requests_per_conn: Some(3),
-            ..Settings::default()
-        },
-    );
+    let server = ok_server(Settings {
+        max_requests_per_conn: Some(3),
+        ..Settings::default()
+    });
     let mut client = Client::connect(&server.addr).unwrap();
     for id in 1..=3 {
         assert_eq!(client.request(id, true, &[], b"").unwrap().body(), b"ok");
@@ -372,13 +371,10 @@ fn max_requests_per_connection() {
 
 #[test]
 fn connections_beyond_max_conns_are_closed_not_left_waiting() {
-    let server = InProcess::start(
-        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
-        Settings {
-            max_conns: 3,
-            ..Settings::default()
-        },
-    );
+    let server = ok_server(Settings {
+        max_conns: 3,
+        ..Settings::default()
+    });
     let mut held: Vec<Client> = (0..3)
         .map(|_| Client::connect(&server.addr).unwrap())
         .collect();
@@ -471,13 +467,10 @@ fn many_concurrent_clients() {
 
 #[test]
 fn a_thousand_hostile_connections_do_not_starve_a_fresh_client() {
-    let server = InProcess::start(
-        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
-        Settings {
-            max_conns: common::overload::MAX_CONNS,
-            ..Settings::default()
-        },
-    );
+    let server = ok_server(Settings {
+        max_conns: common::overload::MAX_CONNS,
+        ..Settings::default()
+    });
     common::overload::thousand_hostile_connections_do_not_starve_a_fresh_client(&server.addr);
 }
 
@@ -516,13 +509,10 @@ fn a_bound_unix_socket_serves_and_is_removed_at_shutdown() {
 
 #[test]
 fn silent_connections_time_out_without_stalling_others() {
-    let server = InProcess::start(
-        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
-        Settings {
-            read_timeout: common::overload::SILENT_READ_TIMEOUT,
-            ..Settings::default()
-        },
-    );
+    let server = ok_server(Settings {
+        read_timeout: common::overload::SILENT_READ_TIMEOUT,
+        ..Settings::default()
+    });
     common::overload::silent_connections_time_out_without_stalling_others(&server.addr);
 }
 
@@ -533,9 +523,6 @@ fn out_of_descriptors_neither_spins_nor_stops_serving() {
 
 #[test]
 fn lingering_closes_do_not_hold_up_fresh_clients() {
-    let server = InProcess::start(
-        |req: &mut Request<'_>| req.send_response(200, "", "ok", &[], false),
-        Settings::default(),
-    );
+    let server = ok_server(Settings::default());
     common::overload::lingering_closes_do_not_hold_up_fresh_clients(&server.addr);
 }
