@@ -3,7 +3,7 @@
 //! routes the core's events; every protocol rule is the core's.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -57,9 +57,12 @@ pub(crate) enum Fill {
 pub(crate) struct Io {
     stream: Stream,
     core: Connection,
-    buf: Box<[u8]>,
+    /// Bytes read and not yet consumed start at `start`; the buffer's
+    /// length is where the next read goes. Its capacity is reserved up
+    /// front but touched only as far as reads fill it, so a connection
+    /// that only ever gets small requests faults in a page or two of it.
+    buf: Vec<u8>,
     start: usize,
-    end: usize,
     pub(crate) out: Vec<u8>,
     input: Input,
     read_timeout: Duration,
@@ -97,7 +100,7 @@ impl Input {
 /// closes: allocating and faulting in ~150 KiB for every connection was most
 /// of the cost of a connection per request.
 pub(crate) struct Buffers {
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
     out: Vec<u8>,
     stdin: VecDeque<(usize, usize)>,
     data: VecDeque<(usize, usize)>,
@@ -106,7 +109,7 @@ pub(crate) struct Buffers {
 impl Buffers {
     pub(crate) fn new() -> Buffers {
         Buffers {
-            buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+            buf: Vec::with_capacity(READ_BUFFER),
             out: Vec::with_capacity(OUT_BUFFER),
             stdin: VecDeque::with_capacity(8),
             data: VecDeque::with_capacity(8),
@@ -135,9 +138,8 @@ impl Io {
         Ok(Io {
             stream,
             core: Connection::new(config),
-            buf: Box::default(),
+            buf: Vec::new(),
             start: 0,
-            end: 0,
             out: Vec::new(),
             input: Input::default(),
             read_timeout: settings.read_timeout,
@@ -149,7 +151,7 @@ impl Io {
 
     /// Whether it holds its buffers.
     pub(crate) fn has_buffers(&self) -> bool {
-        !self.buf.is_empty()
+        self.buf.capacity() > 0
     }
 
     /// Takes buffers to read and write with.
@@ -160,12 +162,13 @@ impl Io {
             mut stdin,
             mut data,
         } = buffers;
+        let mut buf = buf;
+        buf.clear();
         out.clear();
         stdin.clear();
         data.clear();
         self.buf = buf;
         self.start = 0;
-        self.end = 0;
         self.out = out;
         self.input.stdin = stdin;
         self.input.data = data;
@@ -175,7 +178,7 @@ impl Io {
     /// bytes buffered, no chunks held, nothing to write. An idle connection
     /// then costs only its socket and protocol state, not ~130 KiB.
     pub(crate) fn lend(&mut self) -> Option<Buffers> {
-        let empty = self.start == self.end
+        let empty = self.start == self.buf.len()
             && self.out.is_empty()
             && self.input.stdin.is_empty()
             && self.input.data.is_empty()
@@ -184,7 +187,7 @@ impl Io {
             return None;
         }
         self.start = 0;
-        self.end = 0;
+        self.buf.clear();
         Some(Buffers {
             buf: std::mem::take(&mut self.buf),
             out: std::mem::take(&mut self.out),
@@ -206,7 +209,7 @@ impl Io {
 
     /// Whether unconsumed bytes are buffered (the core needs more of them).
     pub(crate) fn has_buffered(&self) -> bool {
-        self.start < self.end
+        self.start < self.buf.len()
     }
 
     /// Feeds buffered bytes to the core until a request is ready to run or
@@ -219,7 +222,7 @@ impl Io {
         loop {
             let progress = self
                 .core
-                .feed(&self.buf[self.start..self.end])
+                .feed(&self.buf[self.start..])
                 .map_err(protocol_error)?;
             self.start += progress.consumed;
             let idle = progress.consumed == 0 && progress.event.is_none();
@@ -299,9 +302,10 @@ impl Io {
             .map(|&(start, _)| start)
             .fold(self.start, usize::min);
         if keep_from > 0 {
-            self.buf.copy_within(keep_from..self.end, 0);
+            let end = self.buf.len();
+            self.buf.copy_within(keep_from..end, 0);
+            self.buf.truncate(end - keep_from);
             self.start -= keep_from;
-            self.end -= keep_from;
             for range in self
                 .input
                 .stdin
@@ -312,22 +316,17 @@ impl Io {
                 range.1 -= keep_from;
             }
         }
-        if self.end == self.buf.len() {
+        if self.buf.len() == self.buf.capacity() {
             // Full of chunks the handler has not read: it must read first.
             return Err(io::Error::other("read buffer full of unread request body"));
         }
-        let read = if wait {
-            self.stream.read(&mut self.buf[self.end..])
-        } else {
-            self.stream.read_nonblocking(&mut self.buf[self.end..])
-        };
+        let read = self.stream.read_into(&mut self.buf, wait);
         match read {
             Ok(0) => {
                 self.eof = true;
                 Ok(Fill::Eof)
             }
-            Ok(n) => {
-                self.end += n;
+            Ok(_) => {
                 self.last_data = Instant::now();
                 Ok(Fill::Data)
             }
@@ -353,7 +352,7 @@ impl Io {
         loop {
             let progress = self
                 .core
-                .feed(&self.buf[self.start..self.end])
+                .feed(&self.buf[self.start..])
                 .map_err(protocol_error)?;
             let consumed_to = self.start + progress.consumed;
             let idle = progress.consumed == 0 && progress.event.is_none();
@@ -488,13 +487,10 @@ impl Io {
         if self.input.aborted || self.eof || self.broken {
             return true;
         }
-        if self.end < self.buf.len() {
-            match self.stream.read_nonblocking(&mut self.buf[self.end..]) {
+        if self.buf.len() < self.buf.capacity() {
+            match self.stream.read_into(&mut self.buf, false) {
                 Ok(0) => self.eof = true,
-                Ok(n) => {
-                    self.end += n;
-                    self.last_data = Instant::now();
-                }
+                Ok(_) => self.last_data = Instant::now(),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => self.eof = true,
             }
@@ -574,7 +570,7 @@ impl Io {
         }
         let _ = self.stream.shutdown(Shutdown::Write);
         self.start = 0;
-        self.end = 0;
+        self.buf.clear();
         self.input.stdin.clear();
         self.input.data.clear();
         self.out.clear();

@@ -10,6 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustix::buffer::spare_capacity;
 use rustix::net::{AddressFamily, SocketType, sockopt};
 
 /// The listen backlog of sockets [`Listener::bind`] creates: connections
@@ -308,6 +309,17 @@ impl Stream {
     /// stream, `WouldBlock` means nothing is there.
     pub(crate) fn read_nonblocking(&self, buf: &mut [u8]) -> io::Result<usize> {
         Ok(rustix::net::recv(self, buf, rustix::net::RecvFlags::DONTWAIT)?.0)
+    }
+
+    /// Reads into `buf`'s spare capacity and extends it by what came; waits
+    /// at most the read timeout, or not at all without `wait`.
+    pub(crate) fn read_into(&self, buf: &mut Vec<u8>, wait: bool) -> io::Result<usize> {
+        let flags = if wait {
+            rustix::net::RecvFlags::empty()
+        } else {
+            rustix::net::RecvFlags::DONTWAIT
+        };
+        Ok(rustix::net::recv(self, spare_capacity(buf), flags)?.0)
     }
 }
 

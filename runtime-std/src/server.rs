@@ -709,6 +709,13 @@ fn keep_spare(pool: &Pool, buffers: Buffers, params: Box<Params>) {
     }
 }
 
+/// A fresh params arena, built in place on the heap: made on the stack and
+/// moved, its 64 KiB would fault in that much of every worker's stack and
+/// all of the heap block, though an arena holds only what it was sent.
+fn boxed_params() -> Box<Params> {
+    Box::write(Box::new_uninit(), Params::new())
+}
+
 /// Gives `conn` buffers and a params arena if it lent them out.
 fn equip(pool: &Pool, conn: &mut Conn) {
     if conn.io.has_buffers() && conn.params.is_some() {
@@ -719,7 +726,7 @@ fn equip(pool: &Pool, conn: &mut Conn) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .pop()
-        .unwrap_or_else(|| (Buffers::new(), Box::default()));
+        .unwrap_or_else(|| (Buffers::new(), boxed_params()));
     conn.io.attach(buffers);
     conn.params = Some(params);
 }
