@@ -261,7 +261,6 @@ pub fn request(data: &[u8]) {
     theirs.shutdown(Shutdown::Write).expect("end of input");
     let settings = Settings {
         handle_signals: false,
-        linger: Duration::from_millis(1),
         read_timeout: Duration::from_secs(2),
         write_timeout: Duration::from_secs(2),
         lingering_close: Duration::from_millis(10),

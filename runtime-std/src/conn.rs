@@ -71,6 +71,12 @@ pub(crate) struct Io {
     broken: bool,
     /// The web server closed its side.
     eof: bool,
+    /// The last read took everything the socket had: nothing more to read
+    /// until the socket's next readiness event.
+    drained: bool,
+    /// The web server closed its side (an event said so): reads go on until
+    /// they see the end, whatever `drained` says.
+    hung_up: bool,
 }
 
 /// Stdin and data chunks the core has delivered but the handler has not
@@ -117,7 +123,7 @@ impl Buffers {
     }
 }
 
-/// The most bytes of a closing connection the poller drops per wake, so
+/// The most bytes of a closing connection a worker drops per wake, so
 /// one fast sender cannot keep it busy.
 const DRAIN_PER_WAKE: usize = 64 * 1024;
 
@@ -132,7 +138,7 @@ impl Io {
     /// A connection without buffers yet: [`Io::attach`] them before
     /// reading.
     pub(crate) fn new(stream: Stream, config: Config, settings: &Settings) -> io::Result<Io> {
-        stream.set_read_timeout(Some(settings.linger.max(Duration::from_millis(1))))?;
+        stream.set_read_timeout(Some(settings.read_timeout.max(Duration::from_millis(1))))?;
         stream.set_write_timeout(Some(settings.write_timeout))?;
         stream.set_nodelay()?;
         Ok(Io {
@@ -146,6 +152,8 @@ impl Io {
             last_data: Instant::now(),
             broken: false,
             eof: false,
+            drained: false,
+            hung_up: false,
         })
     }
 
@@ -194,6 +202,19 @@ impl Io {
             stdin: std::mem::take(&mut self.input.stdin),
             data: std::mem::take(&mut self.input.data),
         })
+    }
+
+    /// Whether the last read took everything the socket had (and no end
+    /// is waiting to be read).
+    pub(crate) fn is_drained(&self) -> bool {
+        self.drained && !self.hung_up
+    }
+
+    /// The socket became readable (an epoll event; `hangup`: the web
+    /// server closed its side): the next read is worth trying.
+    pub(crate) fn expect_data(&mut self, hangup: bool) {
+        self.drained = false;
+        self.hung_up |= hangup;
     }
 
     /// When the web server last sent bytes.
@@ -289,7 +310,7 @@ impl Io {
         self.input.aborted = false;
     }
 
-    /// Reads more bytes into the buffer, waiting at most one linger period,
+    /// Reads more bytes into the buffer, waiting at most the read timeout,
     /// or not at all without `wait` (then `TimedOut` means nothing was
     /// there).
     pub(crate) fn fill(&mut self, wait: bool) -> io::Result<Fill> {
@@ -320,7 +341,7 @@ impl Io {
             // Full of chunks the handler has not read: it must read first.
             return Err(io::Error::other("read buffer full of unread request body"));
         }
-        let read = self.stream.read_into(&mut self.buf, wait);
+        let read = self.read_more(wait);
         match read {
             Ok(0) => {
                 self.eof = true;
@@ -344,6 +365,19 @@ impl Io {
                 Err(e)
             }
         }
+    }
+
+    /// Reads into the buffer's free room, noting whether that took all the
+    /// socket had: a read that stops short of the room (or finds nothing)
+    /// emptied it.
+    fn read_more(&mut self, wait: bool) -> io::Result<usize> {
+        let room = self.buf.capacity() - self.buf.len();
+        let read = self.stream.read_into(&mut self.buf, wait);
+        self.drained = match &read {
+            Ok(n) => *n < room,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        };
+        read
     }
 
     /// Feeds buffered bytes to the core while a handler runs: chunks for
@@ -488,7 +522,7 @@ impl Io {
             return true;
         }
         if self.buf.len() < self.buf.capacity() {
-            match self.stream.read_into(&mut self.buf, false) {
+            match self.read_more(false) {
                 Ok(0) => self.eof = true,
                 Ok(_) => self.last_data = Instant::now(),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -563,7 +597,7 @@ impl Io {
 
     /// Begins a lingering close: replies out, our sending side shut, and
     /// the buffers given back (what the web server still sends is read and
-    /// dropped by [`Io::drain`], from the poller).
+    /// dropped by [`Io::drain`], whenever the socket is readable).
     pub(crate) fn begin_linger(&mut self) -> Buffers {
         if !self.broken {
             let _ = self.write_pending();

@@ -1,21 +1,25 @@
-//! The server: a poller thread that accepts connections and watches idle
-//! ones, and a bounded pool of worker threads that run the handler.
+//! The server: worker threads that share one epoll, and the thread in
+//! `serve_forever`, which keeps time.
 //!
-//! A connection is either with a worker (bytes are flowing or a handler
-//! runs) or parked with the poller (it waits for the web server). A worker
-//! that finishes a request waits a short [`Settings::linger`] for the next
-//! one on the same connection (one `read`, no hand-off, in steady state),
-//! unless other connections are queued, then parks it. So idle and slow
-//! connections cost no thread, and busy ones cost no extra syscalls.
+//! Every open connection is registered with the epoll (edge-triggered) from
+//! accept to close, and is either with a worker (bytes are flowing or a
+//! handler runs) or parked in the table (it waits for the web server). Idle
+//! workers wait in `epoll_wait`; the event of a parked connection hands it
+//! to one of them. A worker that has answered a request and read everything
+//! there was parks the connection and takes the next ready one itself: a
+//! busy server moves from connection to connection without switching
+//! threads, and a request costs a read, a write and a share of an
+//! `epoll_wait`. Idle and slow connections cost no thread. The timekeeper
+//! runs service actions, closes connections whose deadline passed, pauses
+//! accepting when out of descriptors, and steers the shutdown.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -79,82 +83,153 @@ struct Control {
 /// A connection and the request it is serving.
 struct Conn {
     io: Io,
+    /// Its entry in the table, and its token in the epoll.
+    slot: usize,
     /// The params arena, held with the buffers while the connection is
     /// being served; lent back to the pool while it is parked idle.
     params: Option<Box<Params>>,
     begun: Option<Begun>,
     served: u64,
     deadline: Instant,
-    /// In a lingering close: parked with the poller, which drops what the
-    /// web server still sends until it closes or `deadline` passes.
+    /// In a lingering close: parked until the web server closes too or
+    /// `deadline` passes; whoever its events wake drops what it sent.
     lingering: bool,
 }
 
-/// The poller's epoll token for its wake pipe.
-const WAKE: u64 = u64::MAX;
-/// The poller's epoll token for the listening socket.
+/// The epoll token of the stop pipe.
+const STOP: u64 = u64::MAX;
+/// The epoll token of the listening socket.
 const LISTENER: u64 = u64::MAX - 1;
 
-/// Connections parked with the poller, each registered with its epoll
-/// under its slot number.
+/// Where an open connection is.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parked connections live in the table itself: parking allocates nothing"
+)]
+enum Entry {
+    /// No connection.
+    Free,
+    /// With a worker. `notified`: its socket became readable since;
+    /// `hangup`: the web server closed its side (or the socket failed).
+    Busy { notified: bool, hangup: bool },
+    /// Parked: waiting for the web server, or for its deadline.
+    Parked(Conn),
+}
+
+impl Entry {
+    /// With a worker, nothing new since it took it.
+    const TAKEN: Entry = Entry::Busy {
+        notified: false,
+        hangup: false,
+    };
+}
+
+/// Every open connection, by slot.
 #[derive(Default)]
-struct Parked {
-    slots: Vec<Option<Conn>>,
+struct Table {
+    entries: Vec<Entry>,
     free: Vec<usize>,
     /// No parked connection's deadline is earlier than this.
     next_deadline: Option<Instant>,
+    /// The server stopped: connections are closed, not parked.
+    closed: bool,
 }
 
-impl Parked {
-    /// Parks `conn` and registers it; when that fails, says so and hands
-    /// the connection back to be closed.
-    fn put(&mut self, epoll: &OwnedFd, conn: Conn) -> Option<Conn> {
-        let slot = self.free.pop().unwrap_or(self.slots.len());
-        let data = epoll::EventData::new_u64(slot as u64);
-        if let Err(error) = epoll::add(epoll, &conn.io, data, epoll::EventFlags::IN) {
-            self.free.push(slot);
-            eprintln!("simple-fastcgi: closing a connection: epoll: {error}");
-            return Some(conn);
+/// What parking a connection came to.
+enum Parking {
+    Parked,
+    /// Bytes arrived while the worker had it: it stays with the worker
+    /// (with whether the web server hung up).
+    Notified(Conn, bool),
+    /// The server stopped: close it.
+    Closed(Conn),
+}
+
+impl Table {
+    /// A slot for a new connection, which is with the caller.
+    fn reserve(&mut self) -> usize {
+        let entry = Entry::TAKEN;
+        match self.free.pop() {
+            Some(slot) => {
+                self.entries[slot] = entry;
+                slot
+            }
+            None => {
+                self.entries.push(entry);
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    /// An event for `slot`: takes its connection if it is parked; if a
+    /// worker has it, tells that worker to read again before parking it.
+    fn claim(&mut self, slot: u64, hung_up: bool) -> Option<Conn> {
+        let entry = self.entries.get_mut(usize::try_from(slot).ok()?)?;
+        match entry {
+            Entry::Busy { notified, hangup } => {
+                *notified = true;
+                *hangup |= hung_up;
+                None
+            }
+            Entry::Free => None,
+            Entry::Parked(_) => match std::mem::replace(entry, Entry::TAKEN) {
+                Entry::Parked(conn) => Some(conn),
+                _ => None,
+            },
+        }
+    }
+
+    /// Parks `conn` in its slot, unless it must stay with the worker or
+    /// close.
+    fn park(&mut self, conn: Conn) -> Parking {
+        if self.closed {
+            return Parking::Closed(conn);
+        }
+        let Some(entry) = self.entries.get_mut(conn.slot) else {
+            return Parking::Closed(conn);
+        };
+        if let Entry::Busy {
+            notified: true,
+            hangup,
+        } = *entry
+        {
+            *entry = Entry::TAKEN;
+            return Parking::Notified(conn, hangup);
         }
         self.next_deadline = Some(
             self.next_deadline
                 .map_or(conn.deadline, |d| d.min(conn.deadline)),
         );
-        if slot == self.slots.len() {
-            self.slots.push(Some(conn));
-        } else {
-            self.slots[slot] = Some(conn);
+        *entry = Entry::Parked(conn);
+        Parking::Parked
+    }
+
+    /// Frees the slot of a connection that closed.
+    fn free(&mut self, slot: usize) {
+        if let Some(entry) = self.entries.get_mut(slot) {
+            *entry = Entry::Free;
+            self.free.push(slot);
         }
-        None
     }
 
-    /// Unparks the connection in `slot` (if any) and unregisters it.
-    fn take(&mut self, epoll: &OwnedFd, slot: u64) -> Option<Conn> {
-        let index = usize::try_from(slot).ok()?;
-        let conn = self.slots.get_mut(index)?.take()?;
-        // It is closed or handed to a worker next: a failed unregistration
-        // only means an event that finds an empty slot.
-        let _ = epoll::delete(epoll, &conn.io);
-        self.free.push(index);
-        Some(conn)
-    }
-
-    /// Unparks every connection `select` picks, and works out the next
-    /// deadline among those that stay.
-    fn take_where(&mut self, epoll: &OwnedFd, mut select: impl FnMut(&Conn) -> bool) -> Vec<Conn> {
+    /// Takes every parked connection `select` picks (to close them), and
+    /// works out the next deadline among those that stay.
+    fn take_where(&mut self, mut select: impl FnMut(&Conn) -> bool) -> Vec<Conn> {
         let mut taken = Vec::new();
         let mut next: Option<Instant> = None;
-        for index in 0..self.slots.len() {
-            let picked = match &self.slots[index] {
-                Some(conn) if select(conn) => true,
-                Some(conn) => {
+        for entry in &mut self.entries {
+            let picked = match entry {
+                Entry::Parked(conn) if select(conn) => true,
+                Entry::Parked(conn) => {
                     next = Some(next.map_or(conn.deadline, |d| d.min(conn.deadline)));
                     false
                 }
-                None => false,
+                _ => false,
             };
             if picked {
-                taken.extend(self.take(epoll, index as u64));
+                if let Entry::Parked(conn) = std::mem::replace(entry, Entry::TAKEN) {
+                    taken.push(conn);
+                }
             }
         }
         self.next_deadline = next;
@@ -168,42 +243,103 @@ enum Outcome {
     Close,
 }
 
-/// The state the poller and the workers share while serving.
+/// The state the workers and the timekeeper share while serving.
 struct Pool {
     settings: Settings,
-    /// The listening socket: workers accept from it too. `None` once
-    /// shutting down: the socket is closed then, so new connections are
-    /// refused (or, when another process holds the socket too, such as the
-    /// web server that started this one, wait for the next instance).
+    /// The listening socket: workers accept from it. `None` once shutting
+    /// down: the socket is closed then, so new connections are refused
+    /// (or, when another process holds the socket too, such as the web
+    /// server that started this one, wait for the next instance).
     listener: Mutex<Option<Arc<Listener>>>,
-    /// Memory of closed connections, for the next ones.
+    /// Memory of closed and idle connections, for the next ones.
     spare: Mutex<Vec<(Buffers, Box<Params>)>>,
     config: Config,
-    queue: Mutex<Queue>,
-    work: Condvar,
-    queued: AtomicUsize,
+    /// Every open connection (edge-triggered, by slot), the listener
+    /// (one-shot, re-armed after each accept) and the stop pipe.
+    epoll: OwnedFd,
+    table: Mutex<Table>,
     live: AtomicUsize,
-    parked: Mutex<mpsc::Sender<Conn>>,
-    /// accept(2) failed (out of descriptors, say): the poller pauses
-    /// accepting for [`ACCEPT_PAUSE`].
+    /// accept(2) failed (out of descriptors, say): accepting pauses for
+    /// [`ACCEPT_PAUSE`].
     accept_paused: AtomicBool,
-    /// Wakes the poller.
+    /// Wakes the timekeeper.
     wake_tx: UnixStream,
+    /// Written once to stop the workers and never drained, so that every
+    /// worker's `epoll_wait` sees it.
+    stop_tx: UnixStream,
+    _stop_rx: UnixStream,
 }
 
 impl Pool {
+    /// Shared state for serving; `listener` (if any) is registered with
+    /// the epoll.
+    fn new(
+        settings: Settings,
+        config: Config,
+        listener: Option<Arc<Listener>>,
+        wake_tx: UnixStream,
+    ) -> io::Result<Pool> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let (stop_tx, stop_rx) = UnixStream::pair()?;
+        epoll::add(
+            &epoll,
+            &stop_rx,
+            epoll::EventData::new_u64(STOP),
+            epoll::EventFlags::IN,
+        )?;
+        if let Some(listener) = &listener {
+            epoll::add(
+                &epoll,
+                &**listener,
+                epoll::EventData::new_u64(LISTENER),
+                epoll::EventFlags::IN | epoll::EventFlags::ONESHOT,
+            )?;
+        }
+        Ok(Pool {
+            // Room for every spare it keeps: closing never allocates.
+            spare: Mutex::new(Vec::with_capacity(settings.workers)),
+            settings,
+            config,
+            listener: Mutex::new(listener),
+            epoll,
+            table: Mutex::new(Table::default()),
+            live: AtomicUsize::new(0),
+            accept_paused: AtomicBool::new(false),
+            wake_tx,
+            stop_tx,
+            _stop_rx: stop_rx,
+        })
+    }
+
     fn wake(&self) {
         let _ = (&self.wake_tx).write(&[1]);
     }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn listener(&self) -> Option<Arc<Listener>> {
+        self.listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Lets the next connection waiting on the listener wake a worker.
+    fn rearm_listener(&self, listener: &Listener) {
+        // Fails only once shutting down has unregistered it.
+        let _ = epoll::modify(
+            &self.epoll,
+            listener,
+            epoll::EventData::new_u64(LISTENER),
+            epoll::EventFlags::IN | epoll::EventFlags::ONESHOT,
+        );
+    }
 }
 
-/// How long the poller stops accepting after accept(2) failed.
+/// How long accepting pauses after accept(2) failed.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-
-struct Queue {
-    conns: VecDeque<Conn>,
-    closed: bool,
-}
 
 impl<H: Handler> Server<H> {
     /// A server on fd 0 (FCGI_LISTENSOCK_FILENO), Unix or TCP, as a web
@@ -330,32 +466,21 @@ impl<H: Handler> Server<H> {
         } else {
             None
         };
-        // Non-blocking: the poller and the workers all accept from it.
+        // Non-blocking: workers accept until none is waiting.
         listener.set_nonblocking(true)?;
-        let (parked_tx, parked_rx) = mpsc::channel();
         let settings = self.settings.clone();
-        let pool = Arc::new(Pool {
-            config: Config {
-                max_conns: u32::try_from(settings.max_conns).unwrap_or(u32::MAX),
-                max_reqs: u32::try_from(settings.workers).unwrap_or(u32::MAX),
-                multiplex: false,
-                max_reqs_per_conn: 1,
-            },
-            // Room for every spare it keeps: closing never allocates.
-            spare: Mutex::new(Vec::with_capacity(settings.workers)),
+        let config = Config {
+            max_conns: u32::try_from(settings.max_conns).unwrap_or(u32::MAX),
+            max_reqs: u32::try_from(settings.workers).unwrap_or(u32::MAX),
+            multiplex: false,
+            max_reqs_per_conn: 1,
+        };
+        let pool = Arc::new(Pool::new(
             settings,
-            listener: Mutex::new(Some(Arc::clone(&listener))),
-            queue: Mutex::new(Queue {
-                conns: VecDeque::new(),
-                closed: false,
-            }),
-            work: Condvar::new(),
-            queued: AtomicUsize::new(0),
-            live: AtomicUsize::new(0),
-            parked: Mutex::new(parked_tx),
-            accept_paused: AtomicBool::new(false),
-            wake_tx: self.control.wake_tx.try_clone()?,
-        });
+            config,
+            Some(Arc::clone(&listener)),
+            self.control.wake_tx.try_clone()?,
+        )?);
         for n in 0..pool.settings.workers.max(1) {
             let worker_pool = Arc::clone(&pool);
             let handler = Arc::clone(&self.handler);
@@ -369,8 +494,8 @@ impl<H: Handler> Server<H> {
                 return Err(error);
             }
         }
-        let result = self.poll(listener, &pool, &parked_rx);
-        // Closed by now unless the poller failed.
+        let result = self.keep_time(listener, &pool);
+        // Closed by now unless the timekeeper failed.
         pool.listener
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -379,49 +504,35 @@ impl<H: Handler> Server<H> {
         result
     }
 
-    /// The poller: accepts, parks idle connections, dispatches ready ones.
-    /// Parked connections are registered with epoll while they are parked,
-    /// so each wake costs in proportion to the connections that are ready,
-    /// not to all that are open: a thousand idle or trickling connections
-    /// do not slow down the one that has a request.
-    fn poll(
-        &self,
-        listener: Arc<Listener>,
-        pool: &Pool,
-        parked_rx: &mpsc::Receiver<Conn>,
-    ) -> io::Result<()> {
+    /// The timekeeper: service actions, deadlines of parked connections,
+    /// accept pauses, and the shutdown.
+    fn keep_time(&self, listener: Arc<Listener>, pool: &Pool) -> io::Result<()> {
         let settings = &pool.settings;
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         epoll::add(
             &epoll,
             &self.wake_rx,
-            epoll::EventData::new_u64(WAKE),
-            epoll::EventFlags::IN,
-        )?;
-        epoll::add(
-            &epoll,
-            &*listener,
-            epoll::EventData::new_u64(LISTENER),
+            epoll::EventData::new_u64(0),
             epoll::EventFlags::IN,
         )?;
         let mut listener = Some(listener);
-        let mut parked = Parked::default();
-        let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(4);
         let mut draining: Option<Instant> = None;
         let mut next_service = Instant::now();
         let mut accepts_paused_until: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            if let (Some(until), Some(listener)) = (accepts_paused_until, &listener) {
-                if now >= until {
-                    accepts_paused_until = None;
-                    pool.accept_paused.store(false, Ordering::SeqCst);
-                    epoll::add(
-                        &epoll,
-                        &**listener,
-                        epoll::EventData::new_u64(LISTENER),
-                        epoll::EventFlags::IN,
-                    )?;
+            if let Some(listener) = &listener {
+                match accepts_paused_until {
+                    Some(until) if now >= until => {
+                        accepts_paused_until = None;
+                        pool.accept_paused.store(false, Ordering::SeqCst);
+                        pool.rearm_listener(listener);
+                    }
+                    None if pool.accept_paused.load(Ordering::SeqCst) => {
+                        accepts_paused_until = Some(now + ACCEPT_PAUSE);
+                    }
+                    _ => {}
                 }
             }
             if draining.is_none() && self.control.shutdown.load(Ordering::SeqCst) {
@@ -431,22 +542,24 @@ impl<H: Handler> Server<H> {
                 );
                 draining = Some(now + settings.shutdown_timeout);
                 // No more accepting: the socket is closed (when the last
-                // worker in accept(2) lets go of it). Idle connections are
-                // closed; the rest may finish.
+                // worker in accept(2) lets go of it).
                 if let Some(listener) = listener.take() {
-                    if accepts_paused_until.is_none() {
-                        epoll::delete(&epoll, &*listener)?;
-                    }
+                    let _ = epoll::delete(&pool.epoll, &*listener);
                 }
                 pool.listener
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .take();
-                // (Lingering closes go on: a reset now could make the web
-                // server drop a response it is still reading.)
-                for conn in
-                    parked.take_where(&epoll, |conn| conn.begun.is_none() && !conn.lingering)
-                {
+            }
+            if draining.is_some() {
+                // Idle connections are closed (again each round: a worker
+                // may have parked one as the shutdown began); the rest may
+                // finish. Lingering closes go on: a reset now could make
+                // the web server drop a response it is still reading.
+                let idle = pool
+                    .table()
+                    .take_where(|conn| conn.begun.is_none() && !conn.lingering);
+                for conn in idle {
                     close_at_once(pool, conn);
                 }
             }
@@ -459,13 +572,16 @@ impl<H: Handler> Server<H> {
                 self.handler.service_actions();
                 next_service = now + settings.service_interval;
             }
-            if parked.next_deadline.is_some_and(|deadline| now >= deadline) {
-                for conn in parked.take_where(&epoll, |conn| conn.deadline <= now) {
+            let next_deadline = pool.table().next_deadline;
+            if next_deadline.is_some_and(|deadline| now >= deadline) {
+                let expired = pool.table().take_where(|conn| conn.deadline <= now);
+                for conn in expired {
                     close_at_once(pool, conn);
                 }
             }
+            let next_deadline = pool.table().next_deadline;
             let mut timeout = next_service
-                .min(parked.next_deadline.unwrap_or(next_service))
+                .min(next_deadline.unwrap_or(next_service))
                 .min(accepts_paused_until.unwrap_or(next_service))
                 .saturating_duration_since(now);
             if draining.is_some() {
@@ -480,55 +596,12 @@ impl<H: Handler> Server<H> {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(error) => return Err(error.into()),
             }
-            let mut listener_ready = false;
-            for event in &events {
-                match event.data.u64() {
-                    WAKE => {
-                        let mut drain = [0u8; 64];
-                        while matches!((&self.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
-                    }
-                    LISTENER => listener_ready = draining.is_none(),
-                    slot => match parked.take(&epoll, slot) {
-                        // Closing: drop what the web server sent, until it
-                        // closes too.
-                        Some(mut conn) if conn.lingering => {
-                            if conn.io.drain() {
-                                close_at_once(pool, conn);
-                            } else if let Some(conn) = parked.put(&epoll, conn) {
-                                close_at_once(pool, conn);
-                            }
-                        }
-                        // Bytes (or an end) to read: a worker's turn.
-                        Some(conn) => dispatch(pool, conn),
-                        None => {}
-                    },
-                }
+            if !events.is_empty() {
+                let mut drain = [0u8; 64];
+                while matches!((&self.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
             }
-            while let Ok(conn) = parked_rx.try_recv() {
-                if draining.is_some() && conn.begun.is_none() && !conn.lingering {
-                    close_at_once(pool, conn);
-                } else if let Some(conn) = parked.put(&epoll, conn) {
-                    close_at_once(pool, conn);
-                }
-            }
-            if let (true, Some(listener)) = (listener_ready, &listener) {
-                self.accept(listener, pool);
-                if pool.accept_paused.load(Ordering::SeqCst) && accepts_paused_until.is_none() {
-                    epoll::delete(&epoll, &**listener)?;
-                    accepts_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
-                }
-            }
-        }
-        for conn in parked.take_where(&epoll, |_| true) {
-            close_at_once(pool, conn);
         }
         Ok(())
-    }
-
-    fn accept(&self, listener: &Listener, pool: &Pool) {
-        while let Some(conn) = accept_one(listener, pool) {
-            dispatch(pool, conn);
-        }
     }
 
     /// Runs the handler once as a CGI program.
@@ -585,37 +658,24 @@ impl ServerHandle {
     }
 }
 
-/// Tells the workers to stop once they are done, and closes the connections
-/// still waiting for one (at once: the server is stopping, nobody waits for
-/// lingering closes).
+/// Tells the workers to stop once they are done, and closes the parked
+/// connections (at once: the server is stopping, nobody waits for lingering
+/// closes). Connections still with a worker are closed when it lets go.
 fn stop_workers(pool: &Pool) {
-    let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
-    queue.closed = true;
-    let waiting: Vec<Conn> = queue.conns.drain(..).collect();
-    drop(queue);
-    pool.work.notify_all();
-    for conn in waiting {
+    let parked = {
+        let mut table = pool.table();
+        table.closed = true;
+        table.take_where(|_| true)
+    };
+    for conn in parked {
         close_at_once(pool, conn);
     }
-}
-
-/// Hands a connection to the workers.
-fn dispatch(pool: &Pool, conn: Conn) {
-    let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
-    if queue.closed {
-        drop(queue);
-        close_at_once(pool, conn);
-        return;
-    }
-    queue.conns.push_back(conn);
-    pool.queued.fetch_add(1, Ordering::SeqCst);
-    drop(queue);
-    pool.work.notify_one();
+    let _ = (&pool.stop_tx).write(&[1]);
 }
 
 /// Accepts one connection that may be served (over `max_conns`, or from an
 /// address FCGI_WEB_SERVER_ADDRS does not list, connections are closed at
-/// once); `None` when none is waiting.
+/// once) and registers it, with the caller; `None` when none is waiting.
 fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
     let settings = &pool.settings;
     loop {
@@ -625,12 +685,13 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => continue,
             Err(error) => {
-                // Out of descriptors or memory: the poller stops watching
-                // the listener for a moment (it would stay readable and
-                // wake the poller in a loop), then tries again.
+                // Out of descriptors or memory: accepting pauses for a
+                // moment (the listener would stay readable and wake the
+                // workers in a loop), then the timekeeper resumes it.
                 if !pool.accept_paused.swap(true, Ordering::SeqCst) {
                     eprintln!("simple-fastcgi: accept failed, pausing accepts: {error}");
                 }
+                pool.wake();
                 return None;
             }
         };
@@ -646,27 +707,42 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
                 continue;
             }
         }
-        match Io::new(stream, pool.config, settings) {
-            Ok(io) => {
-                pool.live.fetch_add(1, Ordering::SeqCst);
-                return Some(Conn {
-                    io,
-                    params: None,
-                    begun: None,
-                    served: 0,
-                    deadline: Instant::now(),
-                    lingering: false,
-                });
+        let io = match Io::new(stream, pool.config, settings) {
+            Ok(io) => io,
+            Err(error) => {
+                eprintln!("simple-fastcgi: cannot set up a connection: {error}");
+                continue;
             }
-            Err(error) => eprintln!("simple-fastcgi: cannot set up a connection: {error}"),
+        };
+        let slot = pool.table().reserve();
+        let registered = epoll::add(
+            &pool.epoll,
+            &io,
+            epoll::EventData::new_u64(slot as u64),
+            epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET,
+        );
+        if let Err(error) = registered {
+            pool.table().free(slot);
+            eprintln!("simple-fastcgi: closing a connection: epoll: {error}");
+            continue;
         }
+        pool.live.fetch_add(1, Ordering::SeqCst);
+        return Some(Conn {
+            io,
+            slot,
+            params: None,
+            begun: None,
+            served: 0,
+            deadline: Instant::now(),
+            lingering: false,
+        });
     }
 }
 
 /// Closes a connection and keeps its memory for the next one. When the web
-/// server may still be sending, the connection goes to the poller for a
-/// lingering close instead (at most [`Settings::lingering_close`]), so no
-/// worker waits on it.
+/// server may still be sending, the connection is parked for a lingering
+/// close instead (at most [`Settings::lingering_close`]), so no worker
+/// waits on it.
 fn close(pool: &Pool, mut conn: Conn) {
     if conn.io.wants_linger() {
         let buffers = conn.io.begin_linger();
@@ -676,14 +752,38 @@ fn close(pool: &Pool, mut conn: Conn) {
         conn.lingering = true;
         conn.begun = None;
         conn.deadline = Instant::now() + pool.settings.lingering_close;
-        hand_to_poller(pool, conn);
+        linger(pool, conn);
         return;
     }
-    let Conn { io, params, .. } = conn;
-    let buffers = io.close();
-    pool.live.fetch_sub(1, Ordering::SeqCst);
-    if let Some(params) = params {
-        keep_spare(pool, buffers, params);
+    close_at_once(pool, conn);
+}
+
+/// A step of a lingering close: drops what the web server sent, then
+/// parks the connection until it sends more, or closes it once it closed.
+fn linger(pool: &Pool, mut conn: Conn) {
+    loop {
+        if conn.io.drain() {
+            close_at_once(pool, conn);
+            return;
+        }
+        // `drain` stops after a while even when more is there: re-arming
+        // (while this worker still has the connection) makes the epoll
+        // look again, so what is left wakes a worker later.
+        let _ = epoll::modify(
+            &pool.epoll,
+            &conn.io,
+            epoll::EventData::new_u64(conn.slot as u64),
+            epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET,
+        );
+        let parking = pool.table().park(conn);
+        match parking {
+            Parking::Parked => return,
+            Parking::Notified(again, _) => conn = again,
+            Parking::Closed(conn) => {
+                close_at_once(pool, conn);
+                return;
+            }
+        }
     }
 }
 
@@ -691,8 +791,14 @@ fn close(pool: &Pool, mut conn: Conn) {
 /// out or are idle, lingering ones that are done, and all of them when the
 /// server stops.
 fn close_at_once(pool: &Pool, conn: Conn) {
-    let Conn { io, params, .. } = conn;
+    let Conn {
+        io, slot, params, ..
+    } = conn;
+    // Unregistered before the socket closes and the slot is reused, so no
+    // event of this connection reaches the next one in the slot.
+    let _ = epoll::delete(&pool.epoll, &io);
     let buffers = io.close();
+    pool.table().free(slot);
     pool.live.fetch_sub(1, Ordering::SeqCst);
     if let Some(params) = params {
         keep_spare(pool, buffers, params);
@@ -710,8 +816,7 @@ fn keep_spare(pool: &Pool, buffers: Buffers, params: Box<Params>) {
 }
 
 /// A fresh params arena, built in place on the heap: made on the stack and
-/// moved, its 64 KiB would fault in that much of every worker's stack and
-/// all of the heap block, though an arena holds only what it was sent.
+/// moved, its 64 KiB would fault in that much of every worker's stack.
 fn boxed_params() -> Box<Params> {
     Box::write(Box::new_uninit(), Params::new())
 }
@@ -731,27 +836,24 @@ fn equip(pool: &Pool, conn: &mut Conn) {
     conn.params = Some(params);
 }
 
-/// Serves `conn` on this worker, and then any connection waiting to be
-/// accepted, until none is.
-fn dispatch_local<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, mut conn: Conn) {
+/// Serves `conn` on this worker until it waits for the web server, then
+/// any connection waiting to be accepted, until none is.
+fn run<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, mut conn: Conn) {
     loop {
         match serve(&mut conn, pool, handler, handle) {
-            Outcome::Park => {
-                park(pool, conn);
-                return;
-            }
+            Outcome::Park => match park(pool, conn, handle) {
+                Some(again) => conn = again,
+                None => return,
+            },
             Outcome::Close => {
                 close(pool, conn);
                 if handle.is_shutting_down() {
                     pool.wake();
                     return;
                 }
-                let listener = pool
-                    .listener
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                match listener.and_then(|listener| accept_one(&listener, pool)) {
+                // The next connection, if one is waiting, without a
+                // round through the epoll.
+                match pool.listener().and_then(|l| accept_one(&l, pool)) {
                     Some(next) => conn = next,
                     None => return,
                 }
@@ -760,11 +862,16 @@ fn dispatch_local<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, m
     }
 }
 
-/// Hands a connection that waits for the web server to the poller. Between
-/// requests, with nothing buffered, its memory goes back to the pool.
-fn park(pool: &Pool, mut conn: Conn) {
+/// Parks a connection that waits for the web server; between requests,
+/// with nothing buffered, its memory goes back to the pool. `Some` when it
+/// must be served on at once: bytes arrived in the meantime.
+fn park(pool: &Pool, mut conn: Conn, handle: &ServerHandle) -> Option<Conn> {
     let settings = &pool.settings;
     if conn.begun.is_none() {
+        if handle.is_shutting_down() && !conn.io.is_mid_input() {
+            close_at_once(pool, conn);
+            return None;
+        }
         if let Some(buffers) = conn.io.lend() {
             if let Some(params) = conn.params.take() {
                 keep_spare(pool, buffers, params);
@@ -778,45 +885,70 @@ fn park(pool: &Pool, mut conn: Conn) {
     } else {
         Instant::now() + settings.idle_timeout
     };
-    hand_to_poller(pool, conn);
-}
-
-/// Sends `conn` to the poller and wakes it; when the poller has stopped,
-/// the server is stopping and the connection is closed.
-fn hand_to_poller(pool: &Pool, conn: Conn) {
-    let sent = pool
-        .parked
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .send(conn);
-    match sent {
-        Ok(()) => pool.wake(),
-        Err(mpsc::SendError(conn)) => close_at_once(pool, conn),
+    let parking = pool.table().park(conn);
+    match parking {
+        Parking::Parked => None,
+        Parking::Notified(mut conn, hangup) => {
+            conn.io.expect_data(hangup);
+            Some(conn)
+        }
+        Parking::Closed(conn) => {
+            close_at_once(pool, conn);
+            None
+        }
     }
 }
 
-/// A worker thread: serves connections from the queue until it closes.
+/// A worker thread: waits for a ready connection (or one to accept) and
+/// serves it, until the server stops.
 fn worker<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle) {
+    let mut events: Vec<epoll::Event> = Vec::with_capacity(1);
     loop {
-        let conn = {
-            let mut queue = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            loop {
-                if let Some(conn) = queue.conns.pop_front() {
-                    pool.queued.fetch_sub(1, Ordering::SeqCst);
-                    break conn;
-                }
-                if queue.closed {
-                    return;
-                }
-                queue = pool
-                    .work
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
+        events.clear();
+        match epoll::wait(&pool.epoll, spare_capacity(&mut events), None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(error) => {
+                eprintln!("simple-fastcgi: a worker stops: epoll: {error}");
+                return;
             }
+        }
+        let Some(event) = events.first() else {
+            continue;
         };
-        // A connection that closes is followed by any connection waiting
-        // to be accepted, served here at once without a hand-off.
-        dispatch_local(pool, handler, handle, conn);
+        match event.data.u64() {
+            STOP => return,
+            LISTENER => {
+                let Some(listener) = pool.listener() else {
+                    continue;
+                };
+                let conn = accept_one(&listener, pool);
+                if !pool.accept_paused.load(Ordering::SeqCst) {
+                    pool.rearm_listener(&listener);
+                }
+                drop(listener);
+                if let Some(conn) = conn {
+                    run(pool, handler, handle, conn);
+                }
+            }
+            slot => {
+                // A hang-up may come with the last bytes in one event: then
+                // a read that takes the bytes does not empty the socket,
+                // the end is still to be read.
+                let flags = event.flags;
+                let hangup = flags.intersects(
+                    epoll::EventFlags::RDHUP | epoll::EventFlags::HUP | epoll::EventFlags::ERR,
+                );
+                let claimed = pool.table().claim(slot, hangup);
+                match claimed {
+                    Some(conn) if conn.lingering => linger(pool, conn),
+                    Some(mut conn) => {
+                        conn.io.expect_data(hangup);
+                        run(pool, handler, handle, conn);
+                    }
+                    None => {}
+                }
+            }
+        }
     }
 }
 
@@ -862,10 +994,12 @@ fn serve<H: Handler>(conn: &mut Conn, pool: &Pool, handler: &H, handle: &ServerH
                 if handle.is_shutting_down() && conn.begun.is_none() && !conn.io.has_buffered() {
                     return Outcome::Close;
                 }
-                // Others waiting for a worker: read what is there, but do
-                // not linger for more.
-                let wait = pool.queued.load(Ordering::SeqCst) == 0;
-                match conn.io.fill(wait) {
+                // The last read took all there was: the next bytes come
+                // with an event.
+                if conn.io.is_drained() {
+                    return Outcome::Park;
+                }
+                match conn.io.fill(false) {
                     Ok(Fill::Data) => {}
                     Ok(Fill::Eof) | Err(_) => return Outcome::Close,
                     Ok(Fill::TimedOut) => return Outcome::Park,
@@ -992,7 +1126,7 @@ impl Drop for SignalGuard {
 
 /// Serves one connection on the calling thread until it closes, through
 /// the same request handling as [`Server::serve_forever`] (the core, the
-/// params arena, the handler, response framing), without the poller and
+/// params arena, the handler, response framing), without the epoll and
 /// the workers. For fuzzing the runtime in memory (`fuzz/`); not a way to
 /// run a server.
 #[cfg(feature = "fuzzing")]
@@ -1011,43 +1145,43 @@ pub fn serve_one_connection<H: Handler>(
             local_addr: "fuzzing".to_string(),
         }),
     };
-    let (parked_tx, _parked_rx) = mpsc::channel();
-    let pool = Pool {
-        config: Config {
-            max_conns: 1,
-            max_reqs: 1,
-            multiplex: false,
-            max_reqs_per_conn: 1,
-        },
-        spare: Mutex::new(Vec::with_capacity(1)),
-        settings,
-        listener: Mutex::new(None),
-        queue: Mutex::new(Queue {
-            conns: VecDeque::new(),
-            closed: false,
-        }),
-        work: Condvar::new(),
-        queued: AtomicUsize::new(0),
-        live: AtomicUsize::new(1),
-        parked: Mutex::new(parked_tx),
-        accept_paused: AtomicBool::new(false),
-        wake_tx: handle.control.wake_tx.try_clone()?,
+    let config = Config {
+        max_conns: 1,
+        max_reqs: 1,
+        multiplex: false,
+        max_reqs_per_conn: 1,
     };
+    let pool = Pool::new(settings, config, None, handle.control.wake_tx.try_clone()?)?;
+    pool.live.store(1, Ordering::SeqCst);
     let mut conn = Conn {
         io: Io::new(
             crate::listener::Stream::Unix(stream),
             pool.config,
             &pool.settings,
         )?,
+        slot: pool.table().reserve(),
         params: None,
         begun: None,
         served: 0,
         deadline: Instant::now(),
         lingering: false,
     };
-    // Parking only means "nothing to read yet": serve again, which waits
-    // (one linger period at a time) for bytes or the end.
-    while let Outcome::Park = serve(&mut conn, &pool, handler, &handle) {}
-    close(&pool, conn);
+    // Parking only means "nothing to read yet": wait for bytes or the end
+    // (at most the read timeout), then serve again.
+    while let Outcome::Park = serve(&mut conn, &pool, handler, &handle) {
+        let mut fds = [rustix::event::PollFd::new(
+            &conn.io,
+            rustix::event::PollFlags::IN,
+        )];
+        let timeout = Timespec::try_from(pool.settings.read_timeout).unwrap_or(Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        });
+        if rustix::event::poll(&mut fds, Some(&timeout))? == 0 {
+            break;
+        }
+        conn.io.expect_data(false);
+    }
+    close_at_once(&pool, conn);
     Ok(())
 }

@@ -40,10 +40,6 @@ pub struct Settings {
     /// so that the web server, not the application, closes idle connections.
     /// Default: 75 s.
     pub idle_timeout: Duration,
-    /// How long a worker waits on its connection for the next request before
-    /// handing the connection back to the poller (it does not wait at all
-    /// when other connections are queued). Default: 50 ms.
-    pub linger: Duration,
     /// When closing a connection while the web server may still be sending
     /// (a request body the handler did not read), how long to keep reading
     /// and dropping it, so the close is not a reset that makes the web server
@@ -95,7 +91,6 @@ impl Default for Settings {
             read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
-            linger: Duration::from_millis(50),
             lingering_close: Duration::from_secs(5),
             max_requests_per_conn: None,
             shutdown_timeout: Duration::from_secs(30),

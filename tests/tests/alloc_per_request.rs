@@ -17,7 +17,6 @@ use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
 
 use simple_fastcgi_tests::wire::nginx_request;
 
@@ -121,8 +120,6 @@ fn std_runtime_allocates_nothing_per_request() {
     .unwrap()
     .with_settings(simple_fastcgi_std::Settings {
         handle_signals: false,
-        // Long enough that the worker never hands the connection back.
-        linger: Duration::from_secs(5),
         ..simple_fastcgi_std::Settings::default()
     });
     let handle = server.handle();

@@ -416,6 +416,11 @@ fn hundreds_of_requests_on_one_kept_connection() {
 }
 
 #[test]
+fn a_request_followed_by_a_half_close_is_answered_then_closed() {
+    common::a_request_followed_by_a_half_close_is_answered_then_closed(Runtime::Std);
+}
+
+#[test]
 fn without_keep_conn_the_app_closes_the_connection() {
     common::without_keep_conn_the_app_closes_the_connection(Runtime::Std);
 }

@@ -153,6 +153,31 @@ pub fn without_keep_conn_the_app_closes_the_connection(rt: Runtime) {
     assert!(client.is_closed_by_peer());
 }
 
+/// A web server that sends a whole kept-connection request and closes its
+/// side in the same breath: the request is answered, and the end, which
+/// arrives with the request's last bytes, closes the connection at once,
+/// not after the idle timeout.
+pub fn a_request_followed_by_a_half_close_is_answered_then_closed(rt: Runtime) {
+    both_transports(rt, |app| {
+        for _ in 0..20 {
+            let mut client = Client::connect(app.addr()).unwrap();
+            client.set_timeout(Duration::from_secs(5)).unwrap();
+            let wire = Wire::new()
+                .begin(1, Role::Responder, true)
+                .params(1, &nginx_params())
+                .stdin(1, b"");
+            client.send_wire(&wire).unwrap();
+            client.shutdown_write().unwrap();
+            let response = client.read_response(1).unwrap();
+            assert_eq!(response.stdout, HELLO);
+            assert!(
+                client.is_closed_by_peer(),
+                "the connection stayed open after the web server's end"
+            );
+        }
+    });
+}
+
 pub fn input_fed_one_byte_at_a_time(rt: Runtime) {
     let app = App::spawn(rt.app("mirror"), Transport::Unix, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
