@@ -66,6 +66,7 @@ pub(crate) struct Io {
     pub(crate) out: Vec<u8>,
     input: Input,
     read_timeout: Duration,
+    timeouts: Timeouts,
     last_data: Instant,
     /// A write failed: the web server is gone.
     broken: bool,
@@ -138,8 +139,6 @@ impl Io {
     /// A connection without buffers yet: [`Io::attach`] them before
     /// reading.
     pub(crate) fn new(stream: Stream, config: Config, settings: &Settings) -> io::Result<Io> {
-        stream.set_read_timeout(Some(settings.read_timeout.max(Duration::from_millis(1))))?;
-        stream.set_write_timeout(Some(settings.write_timeout))?;
         stream.set_nodelay()?;
         Ok(Io {
             stream,
@@ -149,6 +148,11 @@ impl Io {
             out: Vec::new(),
             input: Input::default(),
             read_timeout: settings.read_timeout,
+            timeouts: Timeouts {
+                set: false,
+                read: settings.read_timeout.max(Duration::from_millis(1)),
+                write: settings.write_timeout.max(Duration::from_millis(1)),
+            },
             last_data: Instant::now(),
             broken: false,
             eof: false,
@@ -341,6 +345,9 @@ impl Io {
             // Full of chunks the handler has not read: it must read first.
             return Err(io::Error::other("read buffer full of unread request body"));
         }
+        if wait {
+            self.timeouts.ensure(&self.stream)?;
+        }
         let read = self.read_more(wait);
         match read {
             Ok(0) => {
@@ -413,7 +420,11 @@ impl Io {
                     // Only with multiplexing, which this runtime does not
                     // configure; refuse rather than drop it.
                     let end = self.core.reject(output, ProtocolStatus::Overloaded);
-                    self.stream.write_all(end.as_bytes())?;
+                    write_all_vectored(
+                        &mut self.stream,
+                        &mut self.timeouts,
+                        &mut [IoSlice::new(end.as_bytes())],
+                    )?;
                 }
                 Some(_) | None => {}
             }
@@ -571,6 +582,13 @@ impl Io {
     /// Writes the buffered STDOUT bytes and the request's ending in one
     /// vectored write; returns whether the connection must close.
     pub(crate) fn finish(&mut self, mut output: Output, app_status: u32) -> io::Result<bool> {
+        // The end of the request's input is often read already (a GET's
+        // empty STDIN comes with its params) though the handler never
+        // asked for it: noting it now tells the close that the web server
+        // sends nothing more, so no lingering close is needed.
+        if self.input.open() && self.has_buffered() {
+            self.pump()?;
+        }
         let out = std::mem::take(&mut self.out);
         let frames = output.stdout(&out);
         let end = self.core.end_request(output, app_status);
@@ -651,15 +669,18 @@ impl Io {
     }
 
     fn write_pending(&mut self) -> io::Result<()> {
-        while !self.core.pending_output().is_empty() {
-            let n = match self.stream.write(self.core.pending_output()) {
-                Ok(0) => return Err(self.broke(io::ErrorKind::WriteZero.into())),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                Err(e) => return Err(self.broke(e)),
-            };
-            self.core.advance_output(n);
+        let pending = self.core.pending_output();
+        if pending.is_empty() {
+            return Ok(());
         }
+        let n = pending.len();
+        let result = write_all_vectored(
+            &mut self.stream,
+            &mut self.timeouts,
+            &mut [IoSlice::new(pending)],
+        );
+        result.map_err(|e| self.broke(e))?;
+        self.core.advance_output(n);
         Ok(())
     }
 
@@ -700,7 +721,7 @@ impl Io {
                 slices[n] = IoSlice::new(tail);
                 n += 1;
             }
-            let result = write_all_vectored(&mut self.stream, &mut slices[..n]);
+            let result = write_all_vectored(&mut self.stream, &mut self.timeouts, &mut slices[..n]);
             result.map_err(|e| self.broke(e))?;
             if last {
                 return Ok(());
@@ -720,14 +741,49 @@ impl AsFd for Io {
     }
 }
 
-/// Writes every byte of `slices`, continuing after partial writes.
-fn write_all_vectored(stream: &mut Stream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+/// The socket's read and write timeouts, set the first time a read or a
+/// write has to wait: most connections never wait, and setting them costs
+/// two syscalls per connection.
+struct Timeouts {
+    set: bool,
+    read: Duration,
+    write: Duration,
+}
+
+impl Timeouts {
+    /// Sets them on `stream` unless done already.
+    fn ensure(&mut self, stream: &Stream) -> io::Result<()> {
+        if !self.set {
+            stream.set_read_timeout(Some(self.read))?;
+            stream.set_write_timeout(Some(self.write))?;
+            self.set = true;
+        }
+        Ok(())
+    }
+}
+
+/// Writes every byte of `slices`, continuing after partial writes. Until
+/// the socket is found full, writes do not wait; from then on they wait at
+/// most the write timeout.
+fn write_all_vectored(
+    stream: &mut Stream,
+    timeouts: &mut Timeouts,
+    mut slices: &mut [IoSlice<'_>],
+) -> io::Result<()> {
     IoSlice::advance_slices(&mut slices, 0);
     while !slices.is_empty() {
-        match stream.write_vectored(slices) {
+        let written = if timeouts.set {
+            stream.write_vectored(slices)
+        } else {
+            stream.write_vectored_nonblocking(slices)
+        };
+        match written {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => IoSlice::advance_slices(&mut slices, n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !timeouts.set => {
+                timeouts.ensure(stream)?;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"));
             }

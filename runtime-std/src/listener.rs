@@ -311,6 +311,17 @@ impl Stream {
         Ok(rustix::net::recv(self, buf, rustix::net::RecvFlags::DONTWAIT)?.0)
     }
 
+    /// Writes what it can of `slices` without waiting.
+    pub(crate) fn write_vectored_nonblocking(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        Ok(rustix::net::sendmsg(
+            self,
+            slices,
+            &mut rustix::net::SendAncillaryBuffer::default(),
+            flags,
+        )?)
+    }
+
     /// Reads into `buf`'s spare capacity and extends it by what came; waits
     /// at most the read timeout, or not at all without `wait`.
     pub(crate) fn read_into(&self, buf: &mut Vec<u8>, wait: bool) -> io::Result<usize> {

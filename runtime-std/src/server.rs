@@ -85,6 +85,9 @@ struct Conn {
     io: Io,
     /// Its entry in the table, and its token in the epoll.
     slot: usize,
+    /// Registered with the epoll: from the first time it waits for the web
+    /// server (a connection answered and closed before that never is).
+    registered: bool,
     /// The params arena, held with the buffers while the connection is
     /// being served; lent back to the pool while it is parked idle.
     params: Option<Box<Params>>,
@@ -481,6 +484,15 @@ impl<H: Handler> Server<H> {
             Some(Arc::clone(&listener)),
             self.control.wake_tx.try_clone()?,
         )?);
+        // The timekeeper's epoll, made before any worker accepts: once
+        // connections have taken every descriptor, it could not be.
+        let clock = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        epoll::add(
+            &clock,
+            &self.wake_rx,
+            epoll::EventData::new_u64(0),
+            epoll::EventFlags::IN,
+        )?;
         for n in 0..pool.settings.workers.max(1) {
             let worker_pool = Arc::clone(&pool);
             let handler = Arc::clone(&self.handler);
@@ -494,7 +506,7 @@ impl<H: Handler> Server<H> {
                 return Err(error);
             }
         }
-        let result = self.keep_time(listener, &pool);
+        let result = self.keep_time(listener, &pool, &clock);
         // Closed by now unless the timekeeper failed.
         pool.listener
             .lock()
@@ -505,16 +517,10 @@ impl<H: Handler> Server<H> {
     }
 
     /// The timekeeper: service actions, deadlines of parked connections,
-    /// accept pauses, and the shutdown.
-    fn keep_time(&self, listener: Arc<Listener>, pool: &Pool) -> io::Result<()> {
+    /// accept pauses, and the shutdown. It sleeps in `clock`, an epoll
+    /// that watches the wake pipe.
+    fn keep_time(&self, listener: Arc<Listener>, pool: &Pool, clock: &OwnedFd) -> io::Result<()> {
         let settings = &pool.settings;
-        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        epoll::add(
-            &epoll,
-            &self.wake_rx,
-            epoll::EventData::new_u64(0),
-            epoll::EventFlags::IN,
-        )?;
         let mut listener = Some(listener);
         let mut events: Vec<epoll::Event> = Vec::with_capacity(4);
         let mut draining: Option<Instant> = None;
@@ -592,7 +598,7 @@ impl<H: Handler> Server<H> {
                 tv_nsec: 0,
             });
             events.clear();
-            match epoll::wait(&epoll, spare_capacity(&mut events), Some(&timespec)) {
+            match epoll::wait(clock, spare_capacity(&mut events), Some(&timespec)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(error) => return Err(error.into()),
             }
@@ -715,17 +721,6 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
             }
         };
         let slot = pool.table().reserve();
-        let registered = epoll::add(
-            &pool.epoll,
-            &io,
-            epoll::EventData::new_u64(slot as u64),
-            epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET,
-        );
-        if let Err(error) = registered {
-            pool.table().free(slot);
-            eprintln!("simple-fastcgi: closing a connection: epoll: {error}");
-            continue;
-        }
         pool.live.fetch_add(1, Ordering::SeqCst);
         return Some(Conn {
             io,
@@ -735,6 +730,7 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
             served: 0,
             deadline: Instant::now(),
             lingering: false,
+            registered: false,
         });
     }
 }
@@ -769,12 +765,11 @@ fn linger(pool: &Pool, mut conn: Conn) {
         // `drain` stops after a while even when more is there: re-arming
         // (while this worker still has the connection) makes the epoll
         // look again, so what is left wakes a worker later.
-        let _ = epoll::modify(
-            &pool.epoll,
-            &conn.io,
-            epoll::EventData::new_u64(conn.slot as u64),
-            epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET,
-        );
+        if let Err(error) = watch(pool, &mut conn) {
+            eprintln!("simple-fastcgi: closing a connection: epoll: {error}");
+            close_at_once(pool, conn);
+            return;
+        }
         let parking = pool.table().park(conn);
         match parking {
             Parking::Parked => return,
@@ -787,6 +782,21 @@ fn linger(pool: &Pool, mut conn: Conn) {
     }
 }
 
+/// Registers `conn` with the epoll (edge-triggered, under its slot), or
+/// re-arms it: either way the epoll looks at the socket now, so bytes
+/// already there wake a worker too. Called by the worker that has it.
+fn watch(pool: &Pool, conn: &mut Conn) -> io::Result<()> {
+    let data = epoll::EventData::new_u64(conn.slot as u64);
+    let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET;
+    if conn.registered {
+        epoll::modify(&pool.epoll, &conn.io, data, flags)?;
+    } else {
+        epoll::add(&pool.epoll, &conn.io, data, flags)?;
+        conn.registered = true;
+    }
+    Ok(())
+}
+
 /// Closes a connection without a lingering close: connections that timed
 /// out or are idle, lingering ones that are done, and all of them when the
 /// server stops.
@@ -794,9 +804,10 @@ fn close_at_once(pool: &Pool, conn: Conn) {
     let Conn {
         io, slot, params, ..
     } = conn;
-    // Unregistered before the socket closes and the slot is reused, so no
-    // event of this connection reaches the next one in the slot.
-    let _ = epoll::delete(&pool.epoll, &io);
+    // Closing the socket unregisters it (nothing else holds it: sockets
+    // are opened close-on-exec and never duplicated); an event already
+    // taken for it finds the slot free, or a connection that reads,
+    // finds nothing, and waits again.
     let buffers = io.close();
     pool.table().free(slot);
     pool.live.fetch_sub(1, Ordering::SeqCst);
@@ -885,6 +896,13 @@ fn park(pool: &Pool, mut conn: Conn, handle: &ServerHandle) -> Option<Conn> {
     } else {
         Instant::now() + settings.idle_timeout
     };
+    if !conn.registered {
+        if let Err(error) = watch(pool, &mut conn) {
+            eprintln!("simple-fastcgi: closing a connection: epoll: {error}");
+            close_at_once(pool, conn);
+            return None;
+        }
+    }
     let parking = pool.table().park(conn);
     match parking {
         Parking::Parked => None,
@@ -1165,6 +1183,7 @@ pub fn serve_one_connection<H: Handler>(
         served: 0,
         deadline: Instant::now(),
         lingering: false,
+        registered: false,
     };
     // Parking only means "nothing to read yet": wait for bytes or the end
     // (at most the read timeout), then serve again.
