@@ -11,6 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -398,6 +399,28 @@ impl Conn {
         poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf)).await
     }
 
+    /// Reads what the socket holds without waiting and without glommio:
+    /// `None` when it holds nothing now. On a busy connection the next
+    /// request is usually there by the time the reader comes back to it,
+    /// and reading it directly saves glommio's readiness poll through
+    /// io_uring, which it arms after every read that does not fill the
+    /// buffer.
+    fn try_read(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        let stream = self.stream.borrow();
+        // SAFETY: the descriptor belongs to `stream`, which stays open while
+        // it is borrowed here, and the borrowed descriptor does not outlive
+        // this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+        loop {
+            return match rustix::net::recv(fd, &mut *buf, rustix::net::RecvFlags::DONTWAIT) {
+                Ok((n, _)) => Some(Ok(n)),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => None,
+                Err(error) => Some(Err(error.into())),
+            };
+        }
+    }
+
     /// A response buffer from the pool: 8 bytes of room for a record header,
     /// then the payload.
     pub(crate) fn take_out(&self) -> Vec<u8> {
@@ -570,6 +593,8 @@ async fn read_blocks(
     let settings = Rc::clone(&conn.settings);
     let (mut start, mut end) = (0usize, 0usize);
     let mut replies: Vec<u8> = Vec::new();
+    // The last read brought bytes: more may follow soon.
+    let mut flowing = false;
     loop {
         // Feed what is buffered until the core needs more.
         loop {
@@ -735,11 +760,26 @@ async fn read_blocks(
             return Err(io::Error::other("read block still shared"));
         };
         let buf = &mut block.bytes[end..];
-        let woken = future::or(async { Woken::Read(conn.read(buf).await) }, async {
-            conn.wake_reader.wait().await;
-            Woken::Reader
-        })
-        .await;
+        // After bytes came: let the requests just started and the other
+        // connections run first, then look for more without glommio; only
+        // when there is none, wait through it.
+        let direct = if flowing {
+            futures_lite::future::yield_now().await;
+            conn.try_read(buf)
+        } else {
+            None
+        };
+        let woken = match direct {
+            Some(read) => Woken::Read(read),
+            None => {
+                future::or(async { Woken::Read(conn.read(buf).await) }, async {
+                    conn.wake_reader.wait().await;
+                    Woken::Reader
+                })
+                .await
+            }
+        };
+        flowing = matches!(woken, Woken::Read(Ok(n)) if n > 0);
         match woken {
             Woken::Read(Ok(0)) => {
                 let quiet = conn.state.borrow().slots.is_empty() && start == end;
