@@ -58,9 +58,30 @@ impl Signal {
     }
 }
 
-/// One read buffer; shared by the body chunks that point into it.
+/// One read buffer; shared by the body chunks that point into it. Its
+/// capacity is [`BLOCK`], but only the part reads have needed so far is
+/// initialized (zero-filled once, then reused): a block that only ever
+/// holds small requests faults in a page or two, even when it is reused
+/// from the pool (reallocating a zeroed block would write all of it).
 pub(crate) struct Block {
-    bytes: Box<[u8]>,
+    bytes: Vec<u8>,
+}
+
+/// Free room a read gets at the least, initialized when needed.
+const MIN_ROOM: usize = 4096;
+
+impl Block {
+    /// The room after `end` to read into: what is initialized already, grown
+    /// (doubling, up to [`BLOCK`]) when less than [`MIN_ROOM`] is left.
+    fn room_after(&mut self, end: usize) -> &mut [u8] {
+        let len = self.bytes.len();
+        if len.saturating_sub(end) < MIN_ROOM && len < BLOCK {
+            let want = (end + MIN_ROOM).max(2 * len).min(BLOCK);
+            self.bytes.resize(want, 0);
+        }
+        let from = end.min(self.bytes.len());
+        &mut self.bytes[from..]
+    }
 }
 
 /// A piece of a request body: a range of a block.
@@ -148,7 +169,7 @@ impl Pools {
     fn block(&self) -> Rc<Block> {
         self.blocks.borrow_mut().take().unwrap_or_else(|| {
             Rc::new(Block {
-                bytes: vec![0u8; BLOCK].into_boxed_slice(),
+                bytes: Vec::with_capacity(BLOCK),
             })
         })
     }
@@ -735,7 +756,11 @@ async fn read_blocks(
             };
             let old = std::mem::replace(current, next);
             if let Some(block) = Rc::get_mut(current) {
-                block.bytes[..end - start].copy_from_slice(&old.bytes[start..end]);
+                let kept = end - start;
+                if block.bytes.len() < kept {
+                    block.bytes.resize(kept, 0);
+                }
+                block.bytes[..kept].copy_from_slice(&old.bytes[start..end]);
             }
             retired.push(old);
         }
@@ -759,7 +784,7 @@ async fn read_blocks(
         let Some(block) = Rc::get_mut(current) else {
             return Err(io::Error::other("read block still shared"));
         };
-        let buf = &mut block.bytes[end..];
+        let buf = block.room_after(end);
         // After bytes came: let the requests just started and the other
         // connections run first, then look for more without glommio; only
         // when there is none, wait through it.
@@ -827,4 +852,36 @@ pub(crate) async fn within<T>(timeout: Duration, future: impl Future<Output = T>
         None
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_initializes_only_the_room_reads_need() {
+        let mut block = Block {
+            bytes: Vec::with_capacity(BLOCK),
+        };
+        // A first read gets MIN_ROOM, and only that is initialized.
+        assert_eq!(block.room_after(0).len(), MIN_ROOM);
+        assert_eq!(block.bytes.len(), MIN_ROOM);
+        block.bytes[..5].copy_from_slice(b"hello");
+        // Less than MIN_ROOM left: doubles, keeping what was read.
+        assert_eq!(block.room_after(100).len(), 2 * MIN_ROOM - 100);
+        assert_eq!(&block.bytes[..5], b"hello");
+        // Enough left: nothing more is initialized.
+        assert_eq!(block.room_after(200).len(), 2 * MIN_ROOM - 200);
+        assert_eq!(block.bytes.len(), 2 * MIN_ROOM);
+        // Never past BLOCK, and the capacity reserved up front suffices.
+        let mut end = 0;
+        while block.bytes.len() < BLOCK {
+            end = block.bytes.len();
+            assert!(!block.room_after(end).is_empty());
+        }
+        assert_eq!(block.bytes.len(), BLOCK);
+        assert_eq!(block.bytes.capacity(), BLOCK);
+        assert!(block.room_after(BLOCK).is_empty());
+        assert!(end < BLOCK);
+    }
 }
