@@ -346,7 +346,13 @@ impl Slot {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, settings: Rc<Settings>, pools: Rc<Pools>) -> Conn {
+    /// A connection on `stream` (`tcp`: a TCP socket, not a Unix one).
+    pub(crate) fn new(
+        stream: TcpStream,
+        tcp: bool,
+        settings: Rc<Settings>,
+        pools: Rc<Pools>,
+    ) -> Conn {
         let config = Config {
             max_conns: u32::try_from(settings.max_conns).unwrap_or(u32::MAX),
             max_reqs: u32::try_from(settings.max_conns.saturating_mul(if settings.multiplex {
@@ -359,7 +365,9 @@ impl Conn {
             max_reqs_per_conn: u16::try_from(settings.max_reqs_per_conn).unwrap_or(u16::MAX),
         };
         let _ = stream.set_write_timeout(Some(settings.write_timeout));
-        let _ = stream.set_nodelay(true);
+        if tcp {
+            let _ = stream.set_nodelay(true);
+        }
         Conn {
             stream: RefCell::new(stream),
             write_lock: Semaphore::new(1),
@@ -554,22 +562,24 @@ pub(crate) async fn serve(conn: Rc<Conn>, spawner: &impl Spawner) {
     close(&conn, input_open && result.is_ok()).await;
 }
 
-/// Shuts our side; when the web server may still be sending, reads and
-/// drops what it sends for a while, so the close is not a reset.
+/// Before the connection is dropped (which closes it): when the web
+/// server may still be sending, shuts our side, then reads and drops what
+/// it sends for a while, so the close is not a reset.
 #[allow(
     clippy::await_holding_refcell_ref,
     reason = "runs after every request task ended: nothing else borrows the stream"
 )]
 async fn close(conn: &Conn, linger: bool) {
     let broken = conn.state.borrow().broken;
+    if !linger || broken {
+        // Dropping the connection closes the socket: no shutdown first.
+        return;
+    }
     let _ = conn
         .stream
         .borrow()
         .shutdown(std::net::Shutdown::Write)
         .await;
-    if !linger || broken {
-        return;
-    }
     let _ = conn
         .stream
         .borrow()

@@ -396,7 +396,12 @@ where
                 }
             }
             self.control.live.fetch_add(1, Ordering::SeqCst);
-            let conn = Rc::new(Conn::new(stream, Rc::clone(&settings), Rc::clone(&pools)));
+            let conn = Rc::new(Conn::new(
+                stream,
+                is_tcp,
+                Rc::clone(&settings),
+                Rc::clone(&pools),
+            ));
             {
                 let mut conns = exec.conns.borrow_mut();
                 conns.retain(|c| c.strong_count() > 0);
