@@ -2,7 +2,9 @@
 """Summarizes benches/compare.sh results (JSON lines) as Markdown tables:
 per scenario, per app: median req/s with the spread over rounds, the ratio
 to the least-work server and to tokio-fastcgi, median p50/p99 latency, the
-app's CPU time per request, and its peak RSS."""
+app's CPU time per request, its peak RSS, and how busy the load generator's
+own CPU was: near 100%, the load generator, not the app, set the pace, and
+the app's CPU time per request is the fairer comparison."""
 import json
 import statistics
 import sys
@@ -41,8 +43,8 @@ for scenario in [s for s in SCENARIOS if any(sc == s for (sc, _) in runs)]:
         if rs:
             medians[app] = statistics.median(r["rps"] for r in rs)
     print(f"\n### {SCENARIOS[scenario]}\n")
-    print("| app | req/s (median, min–max) | vs least-work | vs tokio-fastcgi | p50 / p99 µs | app CPU µs/req | peak RSS | errors |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| app | req/s (median, min–max) | vs least-work | vs tokio-fastcgi | p50 / p99 µs | app CPU µs/req | peak RSS | load-gen CPU | errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for app in order:
         rs = runs.get((scenario, app), [])
         if not rs:
@@ -58,8 +60,10 @@ for scenario in [s for s in SCENARIOS if any(sc == s for (sc, _) in runs)]:
         cpu = [r["app_cpu_s"] * 1e6 / r["requests"] for r in rs if r["requests"]]
         cpu_text = f"{statistics.median(cpu):.1f}" if cpu else "–"
         rss = max(r["peak_rss_kib"] for r in rs)
+        busy = [r["loadgen_cpu_us_per_request"] * r["rps"] / 1e6 for r in rs if "loadgen_cpu_us_per_request" in r]
+        busy_text = f"{statistics.median(busy):.0%}" if busy else "–"
         errors = sum(r["errors"] for r in rs)
         print(
             f"| {NAMES[app]} | {median:,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) | {vs_least} | {vs_tokio} "
-            f"| {p50:.0f} / {p99:.0f} | {cpu_text} | {rss / 1024:.1f} MiB | {errors} |"
+            f"| {p50:.0f} / {p99:.0f} | {cpu_text} | {rss / 1024:.1f} MiB | {busy_text} | {errors} |"
         )
