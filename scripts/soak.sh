@@ -2,7 +2,8 @@
 # The soak: a million mixed requests (kept connections, a new connection
 # per request, 64 KiB bodies, aborts mid-body) against each runtime's
 # `mirror` example, every response checked, and the server's RSS at the end
-# within 10 % of its RSS after the first 10,000 requests.
+# within 10 % of its RSS after the first quarter of the run (at least
+# 10,000 requests).
 #
 #   scripts/soak.sh [REQUESTS_PER_RUNTIME]   (default 1000000)
 #
