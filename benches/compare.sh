@@ -34,6 +34,19 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
+# Names are checked before anything is built or measured.
+for app in $apps; do
+  case "$app" in
+    least | std | glommio | libfcgi | go | php | tokio) ;;
+    *) echo "unknown app $app (least std glommio libfcgi go php tokio)" >&2; exit 2 ;;
+  esac
+done
+for scenario in $scenarios; do
+  case "$scenario" in
+    keep1 | keep8 | keep64 | new8 | post64k | nginx8) ;;
+    *) echo "unknown scenario $scenario (keep1 keep8 keep64 new8 post64k nginx8)" >&2; exit 2 ;;
+  esac
+done
 if [ "$(nproc)" -lt 2 ]; then
   echo "compare.sh needs 2 CPUs (the app on one, the load generator on the other)" >&2
   exit 2
