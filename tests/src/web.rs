@@ -12,6 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::app::{TempDir, example_bin};
@@ -33,12 +34,30 @@ pub struct SpawnFcgi {
     _dir: TempDir,
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 for a server the test starts (spawn-fcgi,
+/// nginx, lighttpd, Apache), which binds it itself a moment later.
+///
+/// Ports from `bind(0)` are no good for that: they come from the kernel's
+/// ephemeral range, where every other test's `bind(0)` and outgoing
+/// connection takes ports too, so one could take this port before the
+/// server binds it (it happened: spawn-fcgi failed to bind, and the test
+/// talked to another test's app). These come from below that range
+/// (32768 and up on Linux), handed out in turn within the test process
+/// from a start that depends on its id, skipping any that cannot be bound
+/// now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(LOW + (start + n) % SPAN).expect("below 32000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
 /// The path of a system binary, or a panic naming the package to install.
