@@ -99,6 +99,22 @@ struct Conn {
     lingering: bool,
 }
 
+impl Conn {
+    /// A connection just accepted, in `slot`, with the caller.
+    fn new(io: Io, slot: usize) -> Conn {
+        Conn {
+            io,
+            slot,
+            params: None,
+            begun: None,
+            served: 0,
+            deadline: Instant::now(),
+            lingering: false,
+            registered: false,
+        }
+    }
+}
+
 /// The epoll token of the stop pipe.
 const STOP: u64 = u64::MAX;
 /// The epoll token of the listening socket.
@@ -720,18 +736,8 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
                 continue;
             }
         };
-        let slot = pool.table().reserve();
         pool.live.fetch_add(1, Ordering::SeqCst);
-        return Some(Conn {
-            io,
-            slot,
-            params: None,
-            begun: None,
-            served: 0,
-            deadline: Instant::now(),
-            lingering: false,
-            registered: false,
-        });
+        return Some(Conn::new(io, pool.table().reserve()));
     }
 }
 
@@ -1171,20 +1177,12 @@ pub fn serve_one_connection<H: Handler>(
     };
     let pool = Pool::new(settings, config, None, handle.control.wake_tx.try_clone()?)?;
     pool.live.store(1, Ordering::SeqCst);
-    let mut conn = Conn {
-        io: Io::new(
-            crate::listener::Stream::Unix(stream),
-            pool.config,
-            &pool.settings,
-        )?,
-        slot: pool.table().reserve(),
-        params: None,
-        begun: None,
-        served: 0,
-        deadline: Instant::now(),
-        lingering: false,
-        registered: false,
-    };
+    let io = Io::new(
+        crate::listener::Stream::Unix(stream),
+        pool.config,
+        &pool.settings,
+    )?;
+    let mut conn = Conn::new(io, pool.table().reserve());
     // Parking only means "nothing to read yet": wait for bytes or the end
     // (at most the read timeout), then serve again.
     while let Outcome::Park = serve(&mut conn, &pool, handler, &handle) {
