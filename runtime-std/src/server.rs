@@ -8,8 +8,9 @@
 //! to one of them. A worker that has answered a request and read everything
 //! there was parks the connection and takes the next ready one itself: a
 //! busy server moves from connection to connection without switching
-//! threads, and a request costs a read, a write and a share of an
-//! `epoll_wait`. Idle and slow connections cost no thread. The timekeeper
+//! threads, and a request costs a read, a write and an `epoll_wait` that
+//! returns at once while connections are ready. Idle and slow connections
+//! cost no thread. The timekeeper
 //! runs service actions, closes connections whose deadline passed, pauses
 //! accepting when out of descriptors, and steers the shutdown.
 
