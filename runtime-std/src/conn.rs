@@ -65,7 +65,6 @@ pub(crate) struct Io {
     start: usize,
     pub(crate) out: Vec<u8>,
     input: Input,
-    read_timeout: Duration,
     timeouts: Timeouts,
     last_data: Instant,
     /// A write failed: the web server is gone.
@@ -147,7 +146,6 @@ impl Io {
             start: 0,
             out: Vec::new(),
             input: Input::default(),
-            read_timeout: settings.read_timeout,
             timeouts: Timeouts {
                 set: false,
                 read: settings.read_timeout.max(Duration::from_millis(1)),
@@ -502,7 +500,7 @@ impl Io {
                         "the web server closed the connection in the middle of the request",
                     ));
                 }
-                Fill::TimedOut if self.last_data.elapsed() >= self.read_timeout => {
+                Fill::TimedOut if self.last_data.elapsed() >= self.timeouts.read => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the web server sent nothing for the read timeout",
@@ -746,6 +744,7 @@ impl AsFd for Io {
 /// two syscalls per connection.
 struct Timeouts {
     set: bool,
+    /// Also how long a request may wait for the web server's next bytes.
     read: Duration,
     write: Duration,
 }

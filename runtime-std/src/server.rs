@@ -859,7 +859,7 @@ fn equip(pool: &Pool, conn: &mut Conn) {
 fn run<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, mut conn: Conn) {
     loop {
         match serve(&mut conn, pool, handler, handle) {
-            Outcome::Park => match park(pool, conn, handle) {
+            Outcome::Park => match park(pool, conn) {
                 Some(again) => conn = again,
                 None => return,
             },
@@ -883,13 +883,11 @@ fn run<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, mut conn: Co
 /// Parks a connection that waits for the web server; between requests,
 /// with nothing buffered, its memory goes back to the pool. `Some` when it
 /// must be served on at once: bytes arrived in the meantime.
-fn park(pool: &Pool, mut conn: Conn, handle: &ServerHandle) -> Option<Conn> {
+fn park(pool: &Pool, mut conn: Conn) -> Option<Conn> {
     let settings = &pool.settings;
+    // (Shutting down, `serve` closes instead of parking between requests,
+    // and the timekeeper closes any parked as the shutdown began.)
     if conn.begun.is_none() {
-        if handle.is_shutting_down() && !conn.io.is_mid_input() {
-            close_at_once(pool, conn);
-            return None;
-        }
         if let Some(buffers) = conn.io.lend() {
             if let Some(params) = conn.params.take() {
                 keep_spare(pool, buffers, params);

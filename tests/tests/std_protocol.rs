@@ -499,17 +499,10 @@ fn a_bound_unix_socket_serves_and_is_removed_at_shutdown() {
     });
     let handle = server.handle();
     let serving = thread::spawn(move || server.serve_forever());
-    let addr = Addr::Unix(path.clone());
-    for _ in 0..3 {
-        let mut client = Client::connect(&addr).unwrap();
-        assert_eq!(client.request(1, false, &[], b"").unwrap().body(), b"ok");
-        thread::sleep(Duration::from_millis(50));
-        assert!(path.exists(), "the socket file stays while serving");
-    }
-    handle.shutdown();
-    serving.join().unwrap().unwrap();
-    assert!(!path.exists(), "the socket file is removed at shutdown");
-    assert!(Client::connect(&addr).is_err());
+    common::a_bound_unix_socket_is_served_then_removed(&path, || {
+        handle.shutdown();
+        serving.join().unwrap().unwrap();
+    });
 }
 
 #[test]

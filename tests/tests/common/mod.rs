@@ -178,6 +178,26 @@ pub fn a_request_followed_by_a_half_close_is_answered_then_closed(rt: Runtime) {
     });
 }
 
+/// A server bound to the Unix socket `path` (answering "ok") serves, keeps
+/// the socket file while it does, and removes it once `stop` has shut it
+/// down and waited for it to return.
+pub fn a_bound_unix_socket_is_served_then_removed(path: &std::path::Path, stop: impl FnOnce()) {
+    let addr = simple_fastcgi_tests::client::Addr::Unix(path.to_path_buf());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while Client::connect(&addr).is_err() && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..3 {
+        let mut client = Client::connect(&addr).unwrap();
+        assert_eq!(client.request(1, false, &[], b"").unwrap().body(), b"ok");
+        thread::sleep(Duration::from_millis(50));
+        assert!(path.exists(), "the socket file stays while serving");
+    }
+    stop();
+    assert!(!path.exists(), "the socket file is removed at shutdown");
+    assert!(Client::connect(&addr).is_err());
+}
+
 pub fn input_fed_one_byte_at_a_time(rt: Runtime) {
     let app = App::spawn(rt.app("mirror"), Transport::Unix, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
