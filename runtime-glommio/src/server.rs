@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -317,11 +317,17 @@ where
         let _stop_all = StopAllOnFailure {
             shutdown: Arc::clone(&self.control.shutdown),
         };
-        // SAFETY: `fd` is this executor's own duplicate of the listening
+        // glommio's accept toggles O_NONBLOCK on the socket around every
+        // accept(2), three fcntl calls, and that flag is shared with the
+        // other executors' duplicates. So connections already waiting are
+        // taken here directly (the socket is non-blocking from the start),
+        // and glommio is asked only to wait for the next one.
+        let waiting = fd.try_clone()?;
+        // SAFETY: `waiting` is this executor's own duplicate of the listening
         // socket; glommio takes ownership of it and closes it on drop.
         // glommio's TCP listener accepts on Unix sockets just as well (it
         // calls accept(2)); it has no way to adopt a Unix listener itself.
-        let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        let listener = unsafe { glommio::net::TcpListener::from_raw_fd(waiting.into_raw_fd()) };
         let settings = Rc::new(self.settings.clone());
         let exec = Rc::new(Exec {
             handler: (self.factory)(),
@@ -359,17 +365,41 @@ where
                 }
             })
         };
-        loop {
-            let accepted = future::or(async { Some(listener.shared_accept().await) }, async {
-                wait_for_shutdown(&self.control).await;
-                None
+        // One task watches for shutdown, so waiting for a connection does
+        // not set a timer each time.
+        let stop = Rc::new(conn::Signal::default());
+        let watcher = {
+            let stop = Rc::clone(&stop);
+            let control = Arc::clone(&self.control);
+            glommio::spawn_local(async move {
+                wait_for_shutdown(&control).await;
+                stop.notify();
             })
-            .await;
+        };
+        loop {
+            if self.control.shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+            let accepted = match accept_now(fd.as_fd()) {
+                Some(accepted) => accepted,
+                None => {
+                    let accepted =
+                        future::or(async { Some(listener.shared_accept().await) }, async {
+                            stop.wait().await;
+                            None
+                        })
+                        .await;
+                    match accepted {
+                        None => break,
+                        Some(accepted) => accepted
+                            .map(glommio::net::AcceptedTcpStream::bind_to_executor)
+                            .map_err(io::Error::from),
+                    }
+                }
+            };
             let stream = match accepted {
-                None => break,
-                Some(Ok(accepted)) => accepted.bind_to_executor(),
-                Some(Err(error)) => {
-                    let error = io::Error::from(error);
+                Ok(stream) => stream,
+                Err(error) => {
                     if error.kind() != io::ErrorKind::WouldBlock {
                         // Out of descriptors, say: try again shortly.
                         eprintln!("simple-fastcgi: accept failed: {error}");
@@ -418,8 +448,8 @@ where
             })
             .detach();
         }
-        // No more accepting here: this executor's duplicate is closed.
-        drop((listener, owner));
+        // No more accepting here: this executor's duplicates are closed.
+        drop((listener, fd, owner, watcher));
         // Draining: idle connections close, in-flight requests finish.
         // Every connection closes once its requests are done (idle ones at
         // once).
@@ -477,6 +507,25 @@ impl ServerHandle {
     /// The address the server listens on.
     pub fn local_addr(&self) -> &str {
         &self.control.local_addr
+    }
+}
+
+/// Accepts a connection that is already waiting, without glommio: `None`
+/// when none is. `listener` is non-blocking.
+fn accept_now(listener: BorrowedFd<'_>) -> Option<io::Result<glommio::net::TcpStream>> {
+    loop {
+        return match rustix::net::accept_with(listener, rustix::net::SocketFlags::CLOEXEC) {
+            // SAFETY: `conn` was just accepted and nothing else owns it; the
+            // stream takes it over and closes it when dropped.
+            Ok(conn) => Some(Ok(unsafe {
+                glommio::net::TcpStream::from_raw_fd(conn.into_raw_fd())
+            })),
+            // Interrupted, or the peer gave up before it was accepted: the
+            // next one, if any.
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
+            Err(rustix::io::Errno::AGAIN) => None,
+            Err(error) => Some(Err(error.into())),
+        };
     }
 }
 
