@@ -82,15 +82,20 @@ enum State {
 /// assert_eq!(params.len(), 2);
 /// # Ok::<(), simple_fastcgi_core::ParamsError>(())
 /// ```
+// In declaration order, the arrays last: `new` stores zeros only in front
+// of the arena. With the fields reordered, zeroed fields came after the
+// arena too, and the compiler zero-filled all of it (64 KiB by default) in
+// one memset, so every arena made touched every page of it.
+#[repr(C)]
 pub struct Params<
     const BYTES: usize = DEFAULT_PARAMS_BYTES,
     const PAIRS: usize = DEFAULT_PARAMS_PAIRS,
 > {
-    bytes: heapless::Vec<u8, BYTES>,
-    entries: heapless::Vec<Entry, PAIRS>,
     current: Entry,
     stream: PairStream,
     state: State,
+    entries: heapless::Vec<Entry, PAIRS>,
+    bytes: heapless::Vec<u8, BYTES>,
 }
 
 /// Iterator over a [`Params`]' pairs in the order they were received.
