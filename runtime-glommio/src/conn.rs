@@ -193,6 +193,18 @@ pub(crate) struct Conn {
     timed_out: Cell<bool>,
     /// Wakes the closing reader when the last request ended.
     idle: Signal,
+    /// The request the connection's own task runs next. Requests run there
+    /// one after another, without a task of their own (which glommio
+    /// allocates); only one that begins while another runs (multiplexed)
+    /// gets its own task.
+    next_inline: RefCell<Option<Rc<Slot>>>,
+    /// The connection's task runs a request now.
+    inline_busy: Cell<bool>,
+    /// Wakes the connection's request runner: a request to run, or the
+    /// reader is done.
+    wake_runner: Signal,
+    /// The reader ended and so did every request: the runner stops.
+    reader_done: Cell<bool>,
     pools: Rc<Pools>,
     settings: Rc<Settings>,
 }
@@ -219,7 +231,7 @@ pub(crate) struct Slot {
     pub(crate) params_error: Cell<Option<ParamsError>>,
     /// The PARAMS stream ended.
     pub(crate) params_done: Cell<bool>,
-    /// The request's task was started.
+    /// The request was started (in the connection's task or its own).
     spawned: Cell<bool>,
     pub(crate) output: RefCell<Option<Output>>,
     pub(crate) input: RefCell<Input>,
@@ -384,6 +396,10 @@ impl Conn {
             deadline: Cell::new(Some(Instant::now() + settings.idle_timeout)),
             timed_out: Cell::new(false),
             idle: Signal::default(),
+            next_inline: RefCell::new(None),
+            inline_busy: Cell::new(false),
+            wake_runner: Signal::default(),
+            reader_done: Cell::new(false),
             pools,
             settings,
         }
@@ -475,7 +491,7 @@ impl Conn {
         // handler ignored a large body would otherwise have its blocks
         // pinned, and its reader waiting for room, until then.
         slot.input.borrow_mut().reset();
-        // The slot's task ends right after this, without another await:
+        // The request ends right after this, without another await:
         // the slot is free for the next request.
         let limit = self.pools.limit;
         keep(&self.pools.slots, limit, Rc::clone(slot));
@@ -518,15 +534,81 @@ impl Conn {
     }
 }
 
-/// Spawns the task of a request whose params are complete.
-pub(crate) trait Spawner {
+/// Runs requests whose params are complete (or that were aborted first).
+pub(crate) trait Runner {
+    /// Runs the request on `slot` to its end.
+    async fn run(&self, conn: &Conn, slot: &Rc<Slot>);
+
     /// Runs the request on `slot` as a task of its own.
     fn spawn(&self, conn: Rc<Conn>, slot: Rc<Slot>);
 }
 
-/// Serves one connection until it closes.
-pub(crate) async fn serve(conn: Rc<Conn>, spawner: &impl Spawner) {
-    let result = read_loop(&conn, spawner).await;
+/// Serves one connection until it closes: its reader, and the requests
+/// that run in the same task.
+pub(crate) async fn serve(conn: Rc<Conn>, runner: &impl Runner) {
+    let mut reader = std::pin::pin!(read_then_wait(&conn, runner));
+    let mut requests = std::pin::pin!(run_inline(&conn, runner));
+    let (mut linger, mut ran) = (None, false);
+    poll_fn(|cx| {
+        let mut again = true;
+        loop {
+            if linger.is_none() {
+                if let Poll::Ready(done) = reader.as_mut().poll(cx) {
+                    linger = Some(done);
+                }
+            }
+            let woken_before = conn.wake_reader.fired.get();
+            if !ran {
+                ran = requests.as_mut().poll(cx).is_ready();
+            }
+            if let (Some(done), true) = (linger, ran) {
+                return Poll::Ready(done);
+            }
+            // A request that just ended woke the reader (to close, say):
+            // it goes on now, not after every other task had its turn.
+            let woken = !woken_before && conn.wake_reader.fired.get();
+            if !(again && woken && linger.is_none()) {
+                return Poll::Pending;
+            }
+            again = false;
+        }
+    })
+    .await;
+    close(&conn, linger.unwrap_or(false)).await;
+}
+
+/// Starts the request on `slot`: in the connection's own task when it runs
+/// none, else in a task of its own.
+fn start_request(conn: &Rc<Conn>, runner: &impl Runner, slot: Rc<Slot>) {
+    if conn.inline_busy.get() || conn.next_inline.borrow().is_some() {
+        runner.spawn(Rc::clone(conn), slot);
+    } else {
+        *conn.next_inline.borrow_mut() = Some(slot);
+        conn.wake_runner.notify();
+    }
+}
+
+/// Runs the requests handed to the connection's own task, one at a time,
+/// until the reader is done.
+async fn run_inline(conn: &Conn, runner: &impl Runner) {
+    loop {
+        let next = conn.next_inline.borrow_mut().take();
+        match next {
+            Some(slot) => {
+                conn.inline_busy.set(true);
+                runner.run(conn, &slot).await;
+                conn.inline_busy.set(false);
+            }
+            None if conn.reader_done.get() => return,
+            None => conn.wake_runner.wait().await,
+        }
+    }
+}
+
+/// Reads until the connection ends, then waits for its requests to end;
+/// returns whether to linger on close.
+async fn read_then_wait(conn: &Rc<Conn>, runner: &impl Runner) -> bool {
+    let result = read_loop(conn, runner).await;
     let gone = match &result {
         Ok(()) => io::ErrorKind::ConnectionAborted,
         Err(error) => {
@@ -559,7 +641,9 @@ pub(crate) async fn serve(conn: Rc<Conn>, spawner: &impl Spawner) {
     while !conn.state.borrow().slots.is_empty() {
         conn.idle.wait().await;
     }
-    close(&conn, input_open && result.is_ok()).await;
+    conn.reader_done.set(true);
+    conn.wake_runner.notify();
+    input_open && result.is_ok()
 }
 
 /// Before the connection is dropped (which closes it): when the web
@@ -602,10 +686,10 @@ enum Woken {
 
 /// The reader: reads, feeds the core, routes events, until the connection
 /// closes.
-async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
+async fn read_loop(conn: &Rc<Conn>, runner: &impl Runner) -> io::Result<()> {
     let mut current = conn.pools.block();
     let mut retired: Vec<Rc<Block>> = Vec::new();
-    let result = read_blocks(conn, spawner, &mut current, &mut retired).await;
+    let result = read_blocks(conn, runner, &mut current, &mut retired).await;
     // The blocks go back to the executor's pool once no chunk holds them.
     for block in retired.into_iter().chain([current]) {
         if Rc::strong_count(&block) == 1 {
@@ -617,7 +701,7 @@ async fn read_loop(conn: &Rc<Conn>, spawner: &impl Spawner) -> io::Result<()> {
 
 async fn read_blocks(
     conn: &Rc<Conn>,
-    spawner: &impl Spawner,
+    runner: &impl Runner,
     current: &mut Rc<Block>,
     retired: &mut Vec<Rc<Block>>,
 ) -> io::Result<()> {
@@ -716,8 +800,8 @@ async fn read_blocks(
                             slot.signal.notify();
                             slot.abort_signal.notify();
                             if !slot.params_done.get() {
-                                // Aborted before its handler could start: its
-                                // task ends it at once.
+                                // Aborted before its handler could start: it
+                                // starts only to end at once.
                                 ready = Some(Rc::clone(slot));
                             }
                         }
@@ -731,7 +815,7 @@ async fn read_blocks(
                 (idle, ready)
             };
             if let Some(slot) = ready.filter(|slot| !slot.spawned.replace(true)) {
-                spawner.spawn(Rc::clone(conn), slot);
+                start_request(conn, runner, slot);
             }
             if !replies.is_empty() {
                 conn.write_locked(&[&replies]).await?;
@@ -800,12 +884,17 @@ async fn read_blocks(
         // when there is none, wait through it.
         let direct = if flowing {
             futures_lite::future::yield_now().await;
-            conn.try_read(buf)
+            // A request that ran meanwhile may have asked to close.
+            if conn.wake_reader.fired.replace(false) {
+                Some(Woken::Reader)
+            } else {
+                conn.try_read(buf).map(Woken::Read)
+            }
         } else {
             None
         };
         let woken = match direct {
-            Some(read) => Woken::Read(read),
+            Some(woken) => woken,
             None => {
                 future::or(async { Woken::Read(conn.read(buf).await) }, async {
                     conn.wake_reader.wait().await;

@@ -5,10 +5,11 @@
 //! grow with their number.
 //!
 //! (The glommio runtime reuses its slots, read blocks, params arenas and
-//! output buffers, but spawns one task per request, which glommio runs
-//! sooner than it wakes a reused one; and glommio 0.9 allocates inside its
-//! reactor every time an executor sleeps and wakes, about ten blocks per
-//! sleep, which with one client means per request. See the README.)
+//! output buffers and runs requests in their connection's task, but glommio
+//! 0.9 allocates inside its reactor every time an executor sleeps and
+//! wakes, about ten blocks per sleep, which with one client at a time means
+//! per request. Under load it hardly sleeps: `benches/src/bin/alloc-count.rs`
+//! counts both runtimes with several connections. See the README.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
