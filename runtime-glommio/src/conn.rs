@@ -668,7 +668,7 @@ async fn close(conn: &Conn, linger: bool) {
         .stream
         .borrow()
         .set_read_timeout(Some(conn.settings.lingering_close));
-    let mut scratch = [0u8; 4096];
+    let mut scratch = vec![0u8; 4096];
     let deadline = std::time::Instant::now() + conn.settings.lingering_close;
     while std::time::Instant::now() < deadline {
         match conn.read(&mut scratch).await {

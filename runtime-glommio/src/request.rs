@@ -214,6 +214,34 @@ impl<'a> Request<'a> {
         Ok(())
     }
 
+    /// Lets `fill` write up to `room` bytes straight into the buffered
+    /// output, and keeps the count it returns; on an error, nothing. The
+    /// buffer may then be over its size: see [`Request::out_is_full`].
+    pub(crate) fn append_with<E>(
+        &mut self,
+        room: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<(), E> {
+        let start = self.out.len();
+        self.out.resize(start + room, 0);
+        match fill(&mut self.out[start..]) {
+            Ok(n) => {
+                self.out.truncate(start + n.min(room));
+                self.written |= n > 0;
+                Ok(())
+            }
+            Err(error) => {
+                self.out.truncate(start);
+                Err(error)
+            }
+        }
+    }
+
+    /// The buffered output reached its size: time to flush.
+    pub(crate) fn out_is_full(&self) -> bool {
+        self.out.len() - HEADER_LEN >= OUT_BUFFER
+    }
+
     /// Sends the buffered response bytes now.
     pub async fn flush(&mut self) -> io::Result<()> {
         let payload_len = self.out.len() - HEADER_LEN;

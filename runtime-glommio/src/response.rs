@@ -101,9 +101,12 @@ impl Request<'_> {
         &mut self,
         encode: impl Fn(&mut [u8]) -> Result<usize, HttpError>,
     ) -> io::Result<()> {
-        let mut stack = [0u8; 1024];
-        match encode(&mut stack) {
-            Ok(n) => self.write(&stack[..n]).await,
+        // Straight into the output buffer: a buffer of its own, held across
+        // the write's await, would make every connection's task that much
+        // bigger (its memory is all touched when the task is made).
+        match self.append_with(HEAD_ROOM, &encode) {
+            Ok(()) if self.out_is_full() => self.flush().await,
+            Ok(()) => Ok(()),
             Err(HttpError::Encode(EncodeError::BufferTooSmall { required })) => {
                 let mut heap = vec![0u8; required];
                 let n = encode(&mut heap).map_err(invalid_input)?;
@@ -113,6 +116,10 @@ impl Request<'_> {
         }
     }
 }
+
+/// Room a response head gets in the output buffer; a larger one is encoded
+/// on the heap.
+const HEAD_ROOM: usize = 1024;
 
 fn invalid_input(error: HttpError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, error)

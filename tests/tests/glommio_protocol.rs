@@ -98,6 +98,11 @@ fn unknown_role_gets_unknown_role() {
 }
 
 #[test]
+fn long_and_short_response_heads_go_out_whole() {
+    common::long_and_short_response_heads_go_out_whole(Runtime::Glommio);
+}
+
+#[test]
 fn hundreds_of_requests_on_one_kept_connection() {
     common::hundreds_of_requests_on_one_kept_connection(Runtime::Glommio);
 }

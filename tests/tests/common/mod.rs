@@ -221,6 +221,28 @@ pub fn input_fed_one_byte_at_a_time(rt: Runtime) {
     assert_eq!(response.app_status, 0);
 }
 
+/// A response head longer than the room kept for heads (1 KiB in the
+/// glommio runtime) goes out whole, and short ones around it too.
+pub fn long_and_short_response_heads_go_out_whole(rt: Runtime) {
+    let app = App::spawn(rt.app("redirect"), Transport::Unix, &[]);
+    let mut client = Client::connect(app.addr()).unwrap();
+    for (id, len) in [(1u16, 10usize), (2, 3000), (3, 1000), (4, 20)] {
+        let target = format!("/{}", "t".repeat(len));
+        let query = format!("to={target}");
+        let response = client
+            .request(id, true, &[("QUERY_STRING", &query)], b"")
+            .unwrap();
+        assert_eq!(response.status(), 302, "target of {len} bytes");
+        let head = response.head();
+        let location = format!("Location: {target}");
+        assert!(
+            head.split("\r\n").any(|line| line == location),
+            "target of {len} bytes: {head:?}"
+        );
+        assert_eq!(response.app_status, 0);
+    }
+}
+
 pub fn large_params_fit_and_too_large_params_get_431(rt: Runtime) {
     let app = App::spawn(rt.app("echo"), Transport::Tcp, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
