@@ -100,6 +100,12 @@ pub(crate) struct Chunk {
 pub(crate) struct Pools {
     limit: usize,
     blocks: RefCell<Spare<Rc<Block>>>,
+    /// Where a connection that waits with no block reads its first bytes,
+    /// to copy them into a block from the pool at once.
+    landing: RefCell<Vec<u8>>,
+    /// The block of a connection that has given its own back: empty, never
+    /// read into.
+    no_block: Rc<Block>,
     params: RefCell<Spare<Box<Params>>>,
     outs: RefCell<Spare<Vec<u8>>>,
     slots: RefCell<Spare<Rc<Slot>>>,
@@ -151,6 +157,8 @@ impl Pools {
         Pools {
             limit,
             blocks: RefCell::default(),
+            landing: RefCell::new(vec![0; MIN_ROOM]),
+            no_block: Rc::new(Block { bytes: Vec::new() }),
             params: RefCell::default(),
             outs: RefCell::default(),
             slots: RefCell::default(),
@@ -442,6 +450,39 @@ impl Conn {
 
     async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf)).await
+    }
+
+    /// Waits for bytes and reads them into the executor's landing buffer.
+    /// glommio reads into the buffer of the poll that finds the socket
+    /// readable, so the buffer is borrowed only during each poll.
+    async fn read_landing(&self) -> io::Result<usize> {
+        poll_fn(|cx| {
+            let mut landing = self.pools.landing.borrow_mut();
+            Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, &mut landing)
+        })
+        .await
+    }
+
+    /// Waits for bytes (or the reader's wake-up) holding no read block:
+    /// `current`, which keeps nothing, goes back to the pool meanwhile, so
+    /// an idle connection holds none. Whatever woke it, `current` is a
+    /// block again afterwards, with the bytes read at its start.
+    async fn wait_without_block(&self, current: &mut Rc<Block>) -> Woken {
+        let idle = std::mem::replace(current, Rc::clone(&self.pools.no_block));
+        keep(&self.pools.blocks, self.pools.limit, idle);
+        let woken = future::or(async { Woken::Read(self.read_landing().await) }, async {
+            self.wake_reader.wait().await;
+            Woken::Reader
+        })
+        .await;
+        // No await since the read: the landing buffer still holds its bytes.
+        let mut block = self.pools.block();
+        if let (Woken::Read(Ok(n)), Some(room)) = (&woken, Rc::get_mut(&mut block)) {
+            let landing = self.pools.landing.borrow();
+            room.room_after(0)[..*n].copy_from_slice(&landing[..*n]);
+        }
+        *current = block;
+        woken
     }
 
     /// Reads what the socket holds without waiting and without glommio:
@@ -878,7 +919,6 @@ async fn read_blocks(
         let Some(block) = Rc::get_mut(current) else {
             return Err(io::Error::other("read block still shared"));
         };
-        let buf = block.room_after(end);
         // After bytes came: let the requests just started and the other
         // connections run first, then look for more without glommio; only
         // when there is none, wait through it.
@@ -888,14 +928,16 @@ async fn read_blocks(
             if conn.wake_reader.fired.replace(false) {
                 Some(Woken::Reader)
             } else {
-                conn.try_read(buf).map(Woken::Read)
+                conn.try_read(block.room_after(end)).map(Woken::Read)
             }
         } else {
             None
         };
         let woken = match direct {
             Some(woken) => woken,
+            None if end == 0 => conn.wait_without_block(current).await,
             None => {
+                let buf = block.room_after(end);
                 future::or(async { Woken::Read(conn.read(buf).await) }, async {
                     conn.wake_reader.wait().await;
                     Woken::Reader
