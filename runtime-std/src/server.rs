@@ -132,8 +132,10 @@ enum Entry {
     /// With a worker. `notified`: its socket became readable since;
     /// `hangup`: the web server closed its side (or the socket failed).
     Busy { notified: bool, hangup: bool },
-    /// Parked: waiting for the web server, or for its deadline.
-    Parked(Conn),
+    /// Parked: waiting for the web server, or for its deadline. Boxed: a
+    /// kept connection moves in and out of the table with every request,
+    /// and a pointer moves cheaper than its several hundred bytes.
+    Parked(Box<Conn>),
 }
 
 impl Entry {
@@ -160,9 +162,9 @@ enum Parking {
     Parked,
     /// Bytes arrived while the worker had it: it stays with the worker
     /// (with whether the web server hung up).
-    Notified(Conn, bool),
+    Notified(Box<Conn>, bool),
     /// The server stopped: close it.
-    Closed(Conn),
+    Closed(Box<Conn>),
 }
 
 impl Table {
@@ -183,7 +185,7 @@ impl Table {
 
     /// An event for `slot`: takes its connection if it is parked; if a
     /// worker has it, tells that worker to read again before parking it.
-    fn claim(&mut self, slot: u64, hung_up: bool) -> Option<Conn> {
+    fn claim(&mut self, slot: u64, hung_up: bool) -> Option<Box<Conn>> {
         let entry = self.entries.get_mut(usize::try_from(slot).ok()?)?;
         match entry {
             Entry::Busy { notified, hangup } => {
@@ -201,7 +203,7 @@ impl Table {
 
     /// Parks `conn` in its slot, unless it must stay with the worker or
     /// close.
-    fn park(&mut self, conn: Conn) -> Parking {
+    fn park(&mut self, conn: Box<Conn>) -> Parking {
         if self.closed {
             return Parking::Closed(conn);
         }
@@ -234,7 +236,11 @@ impl Table {
 
     /// Takes every parked connection `select` picks (to close them), and
     /// works out the next deadline among those that stay.
-    fn take_where(&mut self, mut select: impl FnMut(&Conn) -> bool) -> Vec<Conn> {
+    #[allow(
+        clippy::vec_box,
+        reason = "they go on to close_at_once, which takes connections boxed, as the table holds them"
+    )]
+    fn take_where(&mut self, mut select: impl FnMut(&Conn) -> bool) -> Vec<Box<Conn>> {
         let mut taken = Vec::new();
         let mut next: Option<Instant> = None;
         for entry in &mut self.entries {
@@ -699,7 +705,7 @@ fn stop_workers(pool: &Pool) {
 /// Accepts one connection that may be served (over `max_conns`, or from an
 /// address FCGI_WEB_SERVER_ADDRS does not list, connections are closed at
 /// once) and registers it, with the caller; `None` when none is waiting.
-fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
+fn accept_one(listener: &Listener, pool: &Pool) -> Option<Box<Conn>> {
     let settings = &pool.settings;
     loop {
         let (stream, peer) = match listener.accept() {
@@ -738,7 +744,7 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
             }
         };
         pool.live.fetch_add(1, Ordering::SeqCst);
-        return Some(Conn::new(io, pool.table().reserve()));
+        return Some(Box::new(Conn::new(io, pool.table().reserve())));
     }
 }
 
@@ -746,7 +752,7 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Conn> {
 /// server may still be sending, the connection is parked for a lingering
 /// close instead (at most [`Settings::lingering_close`]), so no worker
 /// waits on it.
-fn close(pool: &Pool, mut conn: Conn) {
+fn close(pool: &Pool, mut conn: Box<Conn>) {
     if conn.io.wants_linger() {
         let buffers = conn.io.begin_linger();
         if let Some(params) = conn.params.take() {
@@ -763,7 +769,7 @@ fn close(pool: &Pool, mut conn: Conn) {
 
 /// A step of a lingering close: drops what the web server sent, then
 /// parks the connection until it sends more, or closes it once it closed.
-fn linger(pool: &Pool, mut conn: Conn) {
+fn linger(pool: &Pool, mut conn: Box<Conn>) {
     loop {
         if conn.io.drain() {
             close_at_once(pool, conn);
@@ -807,10 +813,10 @@ fn watch(pool: &Pool, conn: &mut Conn) -> io::Result<()> {
 /// Closes a connection without a lingering close: connections that timed
 /// out or are idle, lingering ones that are done, and all of them when the
 /// server stops.
-fn close_at_once(pool: &Pool, conn: Conn) {
+fn close_at_once(pool: &Pool, conn: Box<Conn>) {
     let Conn {
         io, slot, params, ..
-    } = conn;
+    } = *conn;
     // Closing the socket unregisters it (nothing else holds it: sockets
     // are opened close-on-exec and never duplicated); an event already
     // taken for it finds the slot free, or a connection that reads,
@@ -856,7 +862,7 @@ fn equip(pool: &Pool, conn: &mut Conn) {
 
 /// Serves `conn` on this worker until it waits for the web server, then
 /// any connection waiting to be accepted, until none is.
-fn run<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, mut conn: Conn) {
+fn run<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, mut conn: Box<Conn>) {
     loop {
         match serve(&mut conn, pool, handler, handle) {
             Outcome::Park => match park(pool, conn) {
@@ -883,7 +889,7 @@ fn run<H: Handler>(pool: &Pool, handler: &H, handle: &ServerHandle, mut conn: Co
 /// Parks a connection that waits for the web server; between requests,
 /// with nothing buffered, its memory goes back to the pool. `Some` when it
 /// must be served on at once: bytes arrived in the meantime.
-fn park(pool: &Pool, mut conn: Conn) -> Option<Conn> {
+fn park(pool: &Pool, mut conn: Box<Conn>) -> Option<Box<Conn>> {
     let settings = &pool.settings;
     // (Shutting down, `serve` closes instead of parking between requests,
     // and the timekeeper closes any parked as the shutdown began.)
@@ -1181,7 +1187,7 @@ pub fn serve_one_connection<H: Handler>(
         pool.config,
         &pool.settings,
     )?;
-    let mut conn = Conn::new(io, pool.table().reserve());
+    let mut conn = Box::new(Conn::new(io, pool.table().reserve()));
     // Parking only means "nothing to read yet": wait for bytes or the end
     // (at most the read timeout), then serve again.
     while let Outcome::Park = serve(&mut conn, &pool, handler, &handle) {
