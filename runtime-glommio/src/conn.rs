@@ -476,12 +476,15 @@ impl Conn {
         })
         .await;
         // No await since the read: the landing buffer still holds its bytes.
-        let mut block = self.pools.block();
-        if let (Woken::Read(Ok(n)), Some(room)) = (&woken, Rc::get_mut(&mut block)) {
+        *current = self.pools.block();
+        if let Woken::Read(Ok(n)) = woken {
+            // Pooled blocks are never shared.
+            let Some(block) = Rc::get_mut(current) else {
+                return Woken::Read(Err(io::Error::other("pooled read block shared")));
+            };
             let landing = self.pools.landing.borrow();
-            room.room_after(0)[..*n].copy_from_slice(&landing[..*n]);
+            block.room_after(0)[..n].copy_from_slice(&landing[..n]);
         }
-        *current = block;
         woken
     }
 
