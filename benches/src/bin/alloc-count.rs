@@ -87,13 +87,9 @@ fn run(requests: u64, conns: u64) -> io::Result<()> {
     });
     let handle = server.handle();
     let serving = thread::spawn(move || server.serve_forever());
-    let counted = measure(&std_addr, requests, conns);
-    handle.shutdown();
-    let served = serving
-        .join()
-        .map_err(|_| io::Error::other("the std server panicked"))?;
-    report("std", requests, counted?);
-    served?;
+    count("std", &std_addr, (requests, conns), serving, || {
+        handle.shutdown()
+    })?;
 
     let glommio_sock = dir.join("glommio.sock");
     let glommio_addr = format!("unix:{}", glommio_sock.display());
@@ -110,15 +106,29 @@ fn run(requests: u64, conns: u64) -> io::Result<()> {
     });
     let handle = server.handle();
     let serving = thread::spawn(move || server.run());
-    let counted = measure(&glommio_addr, requests, conns);
-    handle.shutdown();
-    let served = serving
-        .join()
-        .map_err(|_| io::Error::other("the glommio server panicked"))?;
-    report("glommio", requests, counted?);
-    served?;
+    count("glommio", &glommio_addr, (requests, conns), serving, || {
+        handle.shutdown()
+    })?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Counts a runtime's server, serving on `addr` in `serving`, then stops it
+/// and prints its row.
+fn count(
+    runtime: &str,
+    addr: &str,
+    (requests, conns): (u64, u64),
+    serving: thread::JoinHandle<io::Result<()>>,
+    shutdown: impl FnOnce(),
+) -> io::Result<()> {
+    let counted = measure(addr, requests, conns);
+    shutdown();
+    let served = serving
+        .join()
+        .map_err(|_| io::Error::other(format!("the {runtime} server panicked")))?;
+    report(runtime, requests, counted?);
+    served
 }
 
 /// Allocations while `fcgi-load` sends `requests`, then five times as many.
