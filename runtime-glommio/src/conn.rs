@@ -201,13 +201,11 @@ pub(crate) struct Conn {
     timed_out: Cell<bool>,
     /// Wakes the closing reader when the last request ended.
     idle: Signal,
-    /// The request the connection's own task runs next. Requests run there
-    /// one after another, without a task of their own (which glommio
-    /// allocates); only one that begins while another runs (multiplexed)
-    /// gets its own task.
-    next_inline: RefCell<Option<Rc<Slot>>>,
-    /// The connection's task runs a request now.
-    inline_busy: Cell<bool>,
+    /// The request the connection's own task runs, or is about to, until
+    /// it ends. Requests run there one after another, without a task of
+    /// their own (which glommio allocates); only one that begins while
+    /// another runs (multiplexed) gets its own task.
+    inline: RefCell<Option<Rc<Slot>>>,
     /// Wakes the connection's request runner: a request to run, or the
     /// reader is done.
     wake_runner: Signal,
@@ -404,8 +402,7 @@ impl Conn {
             deadline: Cell::new(Some(Instant::now() + settings.idle_timeout)),
             timed_out: Cell::new(false),
             idle: Signal::default(),
-            next_inline: RefCell::new(None),
-            inline_busy: Cell::new(false),
+            inline: RefCell::new(None),
             wake_runner: Signal::default(),
             reader_done: Cell::new(false),
             pools,
@@ -593,7 +590,7 @@ pub(crate) async fn serve(conn: Rc<Conn>, runner: &impl Runner) {
     let mut reader = std::pin::pin!(read_then_wait(&conn, runner));
     let mut requests = std::pin::pin!(run_inline(&conn, runner));
     let (mut linger, mut ran) = (None, false);
-    poll_fn(|cx| {
+    let linger = poll_fn(|cx| {
         let mut again = true;
         loop {
             if linger.is_none() {
@@ -618,16 +615,16 @@ pub(crate) async fn serve(conn: Rc<Conn>, runner: &impl Runner) {
         }
     })
     .await;
-    close(&conn, linger.unwrap_or(false)).await;
+    close(&conn, linger).await;
 }
 
 /// Starts the request on `slot`: in the connection's own task when it runs
 /// none, else in a task of its own.
 fn start_request(conn: &Rc<Conn>, runner: &impl Runner, slot: Rc<Slot>) {
-    if conn.inline_busy.get() || conn.next_inline.borrow().is_some() {
+    if conn.inline.borrow().is_some() {
         runner.spawn(Rc::clone(conn), slot);
     } else {
-        *conn.next_inline.borrow_mut() = Some(slot);
+        *conn.inline.borrow_mut() = Some(slot);
         conn.wake_runner.notify();
     }
 }
@@ -636,12 +633,11 @@ fn start_request(conn: &Rc<Conn>, runner: &impl Runner, slot: Rc<Slot>) {
 /// until the reader is done.
 async fn run_inline(conn: &Conn, runner: &impl Runner) {
     loop {
-        let next = conn.next_inline.borrow_mut().take();
+        let next = conn.inline.borrow().clone();
         match next {
             Some(slot) => {
-                conn.inline_busy.set(true);
                 runner.run(conn, &slot).await;
-                conn.inline_busy.set(false);
+                conn.inline.borrow_mut().take();
             }
             None if conn.reader_done.get() => return,
             None => conn.wake_runner.wait().await,
