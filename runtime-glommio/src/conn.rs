@@ -72,12 +72,13 @@ const MIN_ROOM: usize = 4096;
 
 impl Block {
     /// The room after `end` to read into: what is initialized already, grown
-    /// (doubling, up to [`BLOCK`]) when less than [`MIN_ROOM`] is left.
-    fn room_after(&mut self, end: usize) -> &mut [u8] {
+    /// (at least doubling, up to [`BLOCK`]) when less than `want` is left.
+    /// `want` is [`MIN_ROOM`], or more after a read that filled its room.
+    fn room_after(&mut self, end: usize, want: usize) -> &mut [u8] {
         let len = self.bytes.len();
-        if len.saturating_sub(end) < MIN_ROOM && len < BLOCK {
-            let want = (end + MIN_ROOM).max(2 * len).min(BLOCK);
-            self.bytes.resize(want, 0);
+        if len.saturating_sub(end) < want && len < BLOCK {
+            let grown = (end + want).max(2 * len).min(BLOCK);
+            self.bytes.resize(grown, 0);
         }
         let from = end.min(self.bytes.len());
         &mut self.bytes[from..]
@@ -480,7 +481,7 @@ impl Conn {
                 return Woken::Read(Err(io::Error::other("pooled read block shared")));
             };
             let landing = self.pools.landing.borrow();
-            block.room_after(0)[..n].copy_from_slice(&landing[..n]);
+            block.room_after(0, MIN_ROOM)[..n].copy_from_slice(&landing[..n]);
         }
         woken
     }
@@ -750,6 +751,11 @@ async fn read_blocks(
     let mut replies: Vec<u8> = Vec::new();
     // The last read brought bytes: more may follow soon.
     let mut flowing = false;
+    // The room the next read asks for. A read that fills its room asks for
+    // twice as much next: a body arriving in one burst is read in a few
+    // large reads, not in as many reads of the initialized room (a block
+    // grows only when asked to, so small requests keep small blocks).
+    let mut want = MIN_ROOM;
     loop {
         // Feed what is buffered until the core needs more.
         loop {
@@ -921,13 +927,17 @@ async fn read_blocks(
         // After bytes came: let the requests just started and the other
         // connections run first, then look for more without glommio; only
         // when there is none, wait through it.
+        // The room the read gets (the landing buffer's, without a block).
+        let mut room = MIN_ROOM;
         let direct = if flowing {
             futures_lite::future::yield_now().await;
             // A request that ran meanwhile may have asked to close.
             if conn.wake_reader.fired.replace(false) {
                 Some(Woken::Reader)
             } else {
-                conn.try_read(block.room_after(end)).map(Woken::Read)
+                let buf = block.room_after(end, want);
+                room = buf.len();
+                conn.try_read(buf).map(Woken::Read)
             }
         } else {
             None
@@ -936,7 +946,8 @@ async fn read_blocks(
             Some(woken) => woken,
             None if end == 0 => conn.wait_without_block(current).await,
             None => {
-                let buf = block.room_after(end);
+                let buf = block.room_after(end, want);
+                room = buf.len();
                 future::or(async { Woken::Read(conn.read(buf).await) }, async {
                     conn.wake_reader.wait().await;
                     Woken::Reader
@@ -945,6 +956,10 @@ async fn read_blocks(
             }
         };
         flowing = matches!(woken, Woken::Read(Ok(n)) if n > 0);
+        want = match woken {
+            Woken::Read(Ok(n)) if n == room => (2 * room).clamp(MIN_ROOM, BLOCK),
+            _ => MIN_ROOM,
+        };
         match woken {
             Woken::Read(Ok(0)) => {
                 let quiet = conn.state.borrow().slots.is_empty() && start == end;
@@ -1004,24 +1019,28 @@ mod tests {
             bytes: Vec::with_capacity(BLOCK),
         };
         // A first read gets MIN_ROOM, and only that is initialized.
-        assert_eq!(block.room_after(0).len(), MIN_ROOM);
+        assert_eq!(block.room_after(0, MIN_ROOM).len(), MIN_ROOM);
         assert_eq!(block.bytes.len(), MIN_ROOM);
         block.bytes[..5].copy_from_slice(b"hello");
         // Less than MIN_ROOM left: doubles, keeping what was read.
-        assert_eq!(block.room_after(100).len(), 2 * MIN_ROOM - 100);
+        assert_eq!(block.room_after(100, MIN_ROOM).len(), 2 * MIN_ROOM - 100);
         assert_eq!(&block.bytes[..5], b"hello");
         // Enough left: nothing more is initialized.
-        assert_eq!(block.room_after(200).len(), 2 * MIN_ROOM - 200);
+        assert_eq!(block.room_after(200, MIN_ROOM).len(), 2 * MIN_ROOM - 200);
         assert_eq!(block.bytes.len(), 2 * MIN_ROOM);
+        // Asked for more (the last read filled its room): grows to fit.
+        assert_eq!(block.room_after(0, 6 * MIN_ROOM).len(), 6 * MIN_ROOM);
+        assert_eq!(&block.bytes[..5], b"hello");
         // Never past BLOCK, and the capacity reserved up front suffices.
         let mut end = 0;
         while block.bytes.len() < BLOCK {
             end = block.bytes.len();
-            assert!(!block.room_after(end).is_empty());
+            assert!(!block.room_after(end, MIN_ROOM).is_empty());
         }
         assert_eq!(block.bytes.len(), BLOCK);
         assert_eq!(block.bytes.capacity(), BLOCK);
-        assert!(block.room_after(BLOCK).is_empty());
+        assert!(block.room_after(BLOCK, BLOCK).is_empty());
+        assert!(block.room_after(0, 2 * BLOCK).len() == BLOCK);
         assert!(end < BLOCK);
     }
 }
