@@ -75,6 +75,12 @@ struct Conn {
     started: Instant,
     /// A request is in flight.
     busy: bool,
+    /// Its place in `conns`, and its events' data.
+    index: usize,
+    /// Registered for output too: a request once did not fit the socket.
+    /// Until then only input is watched, so the application reading a
+    /// request does not wake this process for nothing.
+    watching_out: bool,
 }
 
 /// Checks a response as its records arrive, without keeping it.
@@ -222,8 +228,8 @@ fn run(options: &Options) -> io::Result<u64> {
     let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
     let mut conns: Vec<Conn> = Vec::with_capacity(options.conns);
     for index in 0..options.conns {
-        let conn = Conn::connect(&options.addr)?;
-        conn.register(&epoll, index)?;
+        let conn = Conn::connect(&options.addr, index)?;
+        register(&epoll, &conn.stream, index)?;
         conns.push(conn);
     }
     let cpu_start = cpu_time();
@@ -237,7 +243,7 @@ fn run(options: &Options) -> io::Result<u64> {
     let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
 
     for (index, conn) in conns.iter_mut().enumerate() {
-        conn.send(&request)
+        conn.send(&request, &epoll)
             .map_err(|e| io::Error::new(e.kind(), format!("connection {index}: {e}")))?;
     }
     let mut in_flight = conns.len();
@@ -278,7 +284,7 @@ fn run(options: &Options) -> io::Result<u64> {
                 continue;
             }
             if conn.written < request.len() {
-                if let Err(error) = conn.send(&request) {
+                if let Err(error) = conn.send(&request, &epoll) {
                     totals.error(format!("write: {error}"));
                     conn.busy = false;
                     in_flight -= 1;
@@ -319,7 +325,10 @@ fn run(options: &Options) -> io::Result<u64> {
                         });
                         match fresh {
                             // The buffer is kept: only the socket is new.
-                            Ok(fresh) => conn.stream = fresh,
+                            Ok(fresh) => {
+                                conn.stream = fresh;
+                                conn.watching_out = false;
+                            }
                             Err(error) => {
                                 totals.error(format!("connect: {error}"));
                                 in_flight -= 1;
@@ -327,7 +336,7 @@ fn run(options: &Options) -> io::Result<u64> {
                             }
                         }
                     }
-                    if let Err(error) = conn.send(&request) {
+                    if let Err(error) = conn.send(&request, &epoll) {
                         totals.error(format!("write: {error}"));
                         in_flight -= 1;
                     }
@@ -408,7 +417,7 @@ fn report(options: &Options, totals: &mut Totals, elapsed: Duration, cpu: Durati
 }
 
 impl Conn {
-    fn connect(addr: &str) -> io::Result<Conn> {
+    fn connect(addr: &str, index: usize) -> io::Result<Conn> {
         Ok(Conn {
             stream: Conn::open(addr)?,
             written: 0,
@@ -418,6 +427,8 @@ impl Conn {
             response: ResponseCheck::default(),
             started: Instant::now(),
             busy: false,
+            index,
+            watching_out: false,
         })
     }
 
@@ -428,25 +439,33 @@ impl Conn {
         Ok(stream)
     }
 
-    fn register(&self, epoll: &impl AsFd, index: usize) -> io::Result<()> {
-        register(epoll, &self.stream, index)
-    }
-
-    /// Starts (or continues) writing the request.
-    fn send(&mut self, request: &[u8]) -> io::Result<()> {
+    /// Starts (or continues) writing the request; when the socket is full,
+    /// watches it for room.
+    fn send(&mut self, request: &[u8], epoll: &impl AsFd) -> io::Result<()> {
         if !self.busy {
             self.busy = true;
             self.written = 0;
             self.parsed = 0;
             self.filled = 0;
-            self.response = ResponseCheck::default();
+            self.response.reset();
             self.started = Instant::now();
         }
         while self.written < request.len() {
             match self.stream.write(&request[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.watching_out {
+                        epoll::modify(
+                            epoll,
+                            &self.stream,
+                            epoll::EventData::new_u64(self.index as u64),
+                            WATCH | epoll::EventFlags::OUT,
+                        )?;
+                        self.watching_out = true;
+                    }
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -524,6 +543,16 @@ impl Conn {
 }
 
 impl ResponseCheck {
+    /// Ready for the next response; the head's buffer is kept.
+    fn reset(&mut self) {
+        self.head.clear();
+        self.head_done = false;
+        self.body_len = 0;
+        self.body_ok = false;
+        self.stdout_ended = false;
+        self.error = None;
+    }
+
     fn stdout(&mut self, mut content: &[u8], expected: &[u8]) {
         if self.stdout_ended {
             self.error.get_or_insert("STDOUT after its end".to_string());
@@ -534,9 +563,12 @@ impl ResponseCheck {
             match self.head.windows(4).position(|w| w == b"\r\n\r\n") {
                 Some(end) => {
                     self.head_done = true;
-                    let body = self.head.split_off(end + 4);
                     self.body_ok = true;
-                    self.compare(&body, expected);
+                    // The body's first bytes came with the head.
+                    let head = std::mem::take(&mut self.head);
+                    self.compare(&head[end + 4..], expected);
+                    self.head = head;
+                    self.head.truncate(end + 4);
                 }
                 None => return,
             }
@@ -575,14 +607,16 @@ impl ResponseCheck {
     }
 }
 
-/// Watches `stream` for input and output, edge-triggered, as connection
-/// `index`.
+/// What every connection is watched for: input, edge-triggered.
+const WATCH: epoll::EventFlags = epoll::EventFlags::IN.union(epoll::EventFlags::ET);
+
+/// Watches `stream` for input as connection `index`.
 fn register(epoll: &impl AsFd, stream: &Stream, index: usize) -> io::Result<()> {
     epoll::add(
         epoll,
         stream,
         epoll::EventData::new_u64(index as u64),
-        epoll::EventFlags::IN | epoll::EventFlags::OUT | epoll::EventFlags::ET,
+        WATCH,
     )?;
     Ok(())
 }
