@@ -14,8 +14,9 @@
 # are the headline: absolute numbers drift on shared machines.
 #
 # Needs: a release build (done here), gcc and libfcgi-dev, golang-go,
-# php-fpm, nginx, wrk, taskset (util-linux), python3. `--quick` is the smoke
-# version CI runs: one round, one second, three apps, two scenarios.
+# php-fpm, nginx, wrk, taskset (util-linux), python3. `--quick` is a smoke
+# run (not in CI, which lacks the competitors): one round, one second,
+# three apps, two scenarios.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 rounds=3
