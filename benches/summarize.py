@@ -2,9 +2,10 @@
 """Summarizes benches/compare.sh results (JSON lines) as Markdown tables:
 per scenario, per app: median req/s with the spread over rounds, the ratio
 to the least-work server and to tokio-fastcgi, median p50/p99 latency, the
-app's CPU time per request, its peak RSS, and how busy the load generator's
-own CPU was: near 100%, the load generator, not the app, set the pace, and
-the app's CPU time per request is the fairer comparison."""
+app's CPU time per request, how busy its CPU was, its peak RSS, and how
+busy the load generator's own CPU was: near 100%, the load generator, not
+the app, set the pace, and the app's CPU time per request is the fairer
+comparison; with the app's CPU near 100%, the app set it."""
 import json
 import statistics
 import sys
@@ -43,8 +44,8 @@ for scenario in [s for s in SCENARIOS if any(sc == s for (sc, _) in runs)]:
         if rs:
             medians[app] = statistics.median(r["rps"] for r in rs)
     print(f"\n### {SCENARIOS[scenario]}\n")
-    print("| app | req/s (median, min–max) | vs least-work | vs tokio-fastcgi | p50 / p99 µs | app CPU µs/req | peak RSS | load-gen CPU | errors |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| app | req/s (median, min–max) | vs least-work | vs tokio-fastcgi | p50 / p99 µs | app CPU µs/req | app CPU | peak RSS | load-gen CPU | errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for app in order:
         rs = runs.get((scenario, app), [])
         if not rs:
@@ -59,11 +60,13 @@ for scenario in [s for s in SCENARIOS if any(sc == s for (sc, _) in runs)]:
         p99 = statistics.median(r["p99_us"] for r in rs)
         cpu = [r["app_cpu_s"] * 1e6 / r["requests"] for r in rs if r["requests"]]
         cpu_text = f"{statistics.median(cpu):.1f}" if cpu else "–"
+        app_busy = [r["app_cpu_s"] / r["seconds"] for r in rs if r.get("seconds")]
+        app_busy_text = f"{statistics.median(app_busy):.0%}" if app_busy else "–"
         rss = max(r["peak_rss_kib"] for r in rs)
         busy = [r["loadgen_cpu_us_per_request"] * r["rps"] / 1e6 for r in rs if "loadgen_cpu_us_per_request" in r]
         busy_text = f"{statistics.median(busy):.0%}" if busy else "–"
         errors = sum(r["errors"] for r in rs)
         print(
             f"| {NAMES[app]} | {median:,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) | {vs_least} | {vs_tokio} "
-            f"| {p50:.0f} / {p99:.0f} | {cpu_text} | {rss / 1024:.1f} MiB | {busy_text} | {errors} |"
+            f"| {p50:.0f} / {p99:.0f} | {cpu_text} | {app_busy_text} | {rss / 1024:.1f} MiB | {busy_text} | {errors} |"
         )
