@@ -60,7 +60,9 @@ for scenario in [s for s in SCENARIOS if any(sc == s for (sc, _) in runs)]:
         p99 = statistics.median(r["p99_us"] for r in rs)
         cpu = [r["app_cpu_s"] * 1e6 / r["requests"] for r in rs if r["requests"]]
         cpu_text = f"{statistics.median(cpu):.1f}" if cpu else "–"
-        app_busy = [r["app_cpu_s"] / r["seconds"] for r in rs if r.get("seconds")]
+        # wrk's lines (through nginx) carry no duration: requests / rate.
+        seconds = [r.get("seconds") or (r["requests"] / r["rps"] if r["rps"] else 0) for r in rs]
+        app_busy = [r["app_cpu_s"] / t for r, t in zip(rs, seconds) if t]
         app_busy_text = f"{statistics.median(app_busy):.0%}" if app_busy else "–"
         rss = max(r["peak_rss_kib"] for r in rs)
         busy = [r["loadgen_cpu_us_per_request"] * r["rps"] / 1e6 for r in rs if "loadgen_cpu_us_per_request" in r]
