@@ -78,17 +78,35 @@ struct Control {
     live: AtomicUsize,
     fileno: RawFd,
     local_addr: String,
+    /// While serving, the write ends of the executors' wake-up sockets: a
+    /// shutdown writes a byte to each, which wakes the executor's shutdown
+    /// watcher at once (an idle executor sleeps until then, instead of
+    /// looking at `shutdown` on a timer).
+    wakers: Mutex<Vec<OwnedFd>>,
+}
+
+impl Control {
+    /// Sets `shutdown` and wakes every executor.
+    fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        for waker in wakers.iter() {
+            // Never waits: a socket too full for the byte holds enough.
+            let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+            let _ = rustix::net::send(waker, &[1], flags);
+        }
+    }
 }
 
 /// Asks every executor to stop when dropped during a panic.
 struct StopAllOnFailure {
-    shutdown: Arc<AtomicBool>,
+    control: Arc<Control>,
 }
 
 impl Drop for StopAllOnFailure {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.shutdown.store(true, Ordering::SeqCst);
+            self.control.begin_shutdown();
         }
     }
 }
@@ -142,6 +160,7 @@ where
             live: AtomicUsize::new(0),
             fileno: listener.as_fd().as_raw_fd(),
             local_addr: listener.local_addr(),
+            wakers: Mutex::new(Vec::new()),
         });
         Ok(AsyncServer {
             inner: Arc::new(Inner {
@@ -252,16 +271,38 @@ where
             .map(|_| listener.as_fd().try_clone_to_owned())
             .collect::<io::Result<Vec<OwnedFd>>>()?;
         let mut owner = Some(listener);
-        let _signals = if self.settings.handle_signals {
-            Some(SignalGuard::install(&self.control.shutdown)?)
-        } else {
-            None
+        // A wake-up socket pair per executor: the executor waits on one end,
+        // shutdowns (and signals) write to the other.
+        let mut wake_ends = Vec::new();
+        let mut wakers = Vec::new();
+        for _ in 0..executors {
+            let (read_end, write_end) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::STREAM,
+                rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+                None,
+            )?;
+            wake_ends.push(read_end);
+            wakers.push(write_end);
+        }
+        let _signals = match wakers.first() {
+            Some(waker) if self.settings.handle_signals => {
+                Some(SignalGuard::install(&self.control.shutdown, waker)?)
+            }
+            _ => None,
         };
+        // From here a shutdown wakes the executors; one asked for before
+        // is seen by each executor's watcher as it starts.
+        *self
+            .control
+            .wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = wakers;
         let cpus = allowed_cpus();
         let mut joins = Vec::new();
         self.control.running.store(true, Ordering::SeqCst);
         let mut result = Ok(());
-        for (n, fd) in fds.into_iter().enumerate() {
+        for (n, (fd, wake)) in fds.into_iter().zip(wake_ends).enumerate() {
             let placement = if executors <= cpus.len() {
                 Placement::Fixed(cpus[n])
             } else {
@@ -279,7 +320,8 @@ where
             if !self.settings.spin_before_park.is_zero() {
                 builder = builder.spin_before_park(self.settings.spin_before_park);
             }
-            match builder.spawn(move || async move { inner.serve_executor(fd, owner).await }) {
+            match builder.spawn(move || async move { inner.serve_executor(fd, owner, wake).await })
+            {
                 Ok(join) => joins.push(join),
                 Err(error) => {
                     // The executors already running stop again (and the
@@ -287,7 +329,7 @@ where
                     result = Err(io::Error::other(format!(
                         "cannot start executor {n}: {error}"
                     )));
-                    self.control.shutdown.store(true, Ordering::SeqCst);
+                    self.control.begin_shutdown();
                     break;
                 }
             }
@@ -302,6 +344,11 @@ where
                 }
             }
         }
+        self.control
+            .wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.control.stopped.store(true, Ordering::SeqCst);
         result
     }
@@ -311,12 +358,13 @@ where
         self: Arc<Self>,
         fd: OwnedFd,
         owner: Option<Listener>,
+        wake: OwnedFd,
     ) -> io::Result<()> {
         // An executor that fails stops the others too: a server half up
         // (and, when this one owned the listener, with its socket file
         // gone) would be worse than one that stops and says why.
         let _stop_all = StopAllOnFailure {
-            shutdown: Arc::clone(&self.control.shutdown),
+            control: Arc::clone(&self.control),
         };
         // glommio's accept toggles O_NONBLOCK on the socket around every
         // accept(2), three fcntl calls, and that flag is shared with the
@@ -367,13 +415,25 @@ where
             })
         };
         // One task watches for shutdown, so waiting for a connection does
-        // not set a timer each time.
+        // not set a timer each time. It sleeps on the wake-up socket: only a
+        // shutdown writes to it (and its write end closes only after this
+        // executor has stopped), so any outcome of the read means stop.
+        // SAFETY: `wake` is this executor's own end of its wake-up socket
+        // pair; glommio takes ownership of it and closes it on drop.
+        let mut wake = unsafe { glommio::net::TcpStream::from_raw_fd(wake.into_raw_fd()) };
         let stop = Rc::new(conn::Signal::default());
         let watcher = {
             let stop = Rc::clone(&stop);
             let control = Arc::clone(&self.control);
             glommio::spawn_local(async move {
-                wait_for_shutdown(&control).await;
+                if !control.shutdown.load(Ordering::SeqCst) {
+                    let mut byte = [0u8; 1];
+                    let _ = futures_lite::AsyncReadExt::read(&mut wake, &mut byte).await;
+                    // A signal wakes only the first executor (and its byte
+                    // may come before its flag is set): this sets the flag
+                    // and wakes the others.
+                    control.begin_shutdown();
+                }
                 stop.notify();
             })
         };
@@ -491,7 +551,7 @@ impl ServerHandle {
     /// requests finish, and `run` returns. Safe from any thread, any number
     /// of times.
     pub fn shutdown(&self) {
-        self.control.shutdown.store(true, Ordering::SeqCst);
+        self.control.begin_shutdown();
     }
 
     /// Whether a shutdown was asked for.
@@ -528,12 +588,6 @@ fn accept_now(listener: BorrowedFd<'_>) -> Option<io::Result<glommio::net::TcpSt
             Err(rustix::io::Errno::AGAIN) => None,
             Err(error) => Some(Err(error.into())),
         };
-    }
-}
-
-async fn wait_for_shutdown(control: &Control) {
-    while !control.shutdown.load(Ordering::SeqCst) {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -692,16 +746,24 @@ struct SignalGuard {
 }
 
 impl SignalGuard {
-    fn install(shutdown: &Arc<AtomicBool>) -> io::Result<SignalGuard> {
-        let mut ids = Vec::new();
+    /// Each signal sets `shutdown`, then writes a byte to `waker` (the first
+    /// executor's wake-up socket; that executor wakes the others).
+    fn install(shutdown: &Arc<AtomicBool>, waker: &OwnedFd) -> io::Result<SignalGuard> {
+        let mut guard = SignalGuard { ids: Vec::new() };
         for signal in [
             signal_hook::consts::SIGTERM,
             signal_hook::consts::SIGINT,
             signal_hook::consts::SIGUSR1,
         ] {
-            ids.push(signal_hook::flag::register(signal, Arc::clone(shutdown))?);
+            guard
+                .ids
+                .push(signal_hook::flag::register(signal, Arc::clone(shutdown))?);
+            guard.ids.push(signal_hook::low_level::pipe::register(
+                signal,
+                waker.try_clone()?,
+            )?);
         }
-        Ok(SignalGuard { ids })
+        Ok(guard)
     }
 }
 
