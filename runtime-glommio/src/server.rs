@@ -469,11 +469,6 @@ where
                     continue;
                 }
             };
-            if self.control.live.load(Ordering::SeqCst) >= settings.max_conns {
-                // Over the limit: a clean close, not a hang.
-                drop(stream);
-                continue;
-            }
             if is_tcp {
                 if let (Some(allowed), Ok(peer)) = (&settings.web_server_addrs, stream.peer_addr())
                 {
@@ -486,7 +481,20 @@ where
                     }
                 }
             }
-            self.control.live.fetch_add(1, Ordering::SeqCst);
+            // Counted in one step with the check, so executors accepting at
+            // once cannot both take the last place.
+            let admitted = self
+                .control
+                .live
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < settings.max_conns).then_some(n + 1)
+                })
+                .is_ok();
+            if !admitted {
+                // Over the limit: a clean close, not a hang.
+                drop(stream);
+                continue;
+            }
             let conn = Rc::new(Conn::new(
                 stream,
                 is_tcp,

@@ -724,10 +724,6 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Box<Conn>> {
                 return None;
             }
         };
-        if pool.live.load(Ordering::SeqCst) >= settings.max_conns {
-            // Over the limit: a clean close, not a hang.
-            continue;
-        }
         if let (Some(allowed), Some(ip)) = (&settings.web_server_addrs, peer) {
             if !allowed.allows(ip) {
                 eprintln!(
@@ -736,14 +732,26 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Box<Conn>> {
                 continue;
             }
         }
+        // Counted in one step with the check, so workers accepting at once
+        // cannot both take the last place.
+        let admitted = pool
+            .live
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < settings.max_conns).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            // Over the limit: a clean close, not a hang.
+            continue;
+        }
         let io = match Io::new(stream, pool.config, settings) {
             Ok(io) => io,
             Err(error) => {
                 eprintln!("simple-fastcgi: cannot set up a connection: {error}");
+                pool.live.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
         };
-        pool.live.fetch_add(1, Ordering::SeqCst);
         return Some(Box::new(Conn::new(io, pool.table().reserve())));
     }
 }
