@@ -2,8 +2,9 @@
 # The soak: a million mixed requests (kept connections, a new connection
 # per request, 64 KiB bodies, aborts mid-body) against each runtime's
 # `mirror` example, every response checked, and the server's RSS at the end
-# within 10 % of its RSS after the first quarter of the run (at least
-# 10,000 requests).
+# within 5 % of its RSS after the first quarter of the run (at least
+# 10,000 requests), after a burst of 24 clients has taken every pool to its
+# bound.
 #
 #   scripts/soak.sh [REQUESTS_PER_RUNTIME]   (default 1000000)
 #
