@@ -94,48 +94,6 @@ pub(crate) struct Chunk {
     end: usize,
 }
 
-/// Slices one vectored write takes at most.
-const WRITE_SLICES: usize = 16;
-
-/// How far a write of several parts has come: part `index`, byte `offset`.
-#[derive(Clone, Copy, Default)]
-struct Position {
-    index: usize,
-    offset: usize,
-}
-
-impl Position {
-    /// The unwritten, non-empty rest of `parts`.
-    fn rest<'p>(self, parts: &[&'p [u8]]) -> impl Iterator<Item = &'p [u8]> {
-        parts
-            .iter()
-            .skip(self.index)
-            .enumerate()
-            .map(move |(i, part)| {
-                if i == 0 {
-                    &part[self.offset.min(part.len())..]
-                } else {
-                    part
-                }
-            })
-            .filter(|part| !part.is_empty())
-    }
-
-    /// Moves past `written` bytes.
-    fn advance(&mut self, parts: &[&[u8]], mut written: usize) {
-        while let Some(part) = parts.get(self.index) {
-            let left = part.len() - self.offset.min(part.len());
-            if written < left {
-                self.offset += written;
-                return;
-            }
-            written -= left;
-            self.index += 1;
-            self.offset = 0;
-        }
-    }
-}
-
 /// Memory kept by an executor for its next connections and requests:
 /// faulting in fresh pages for every connection cost more than all the rest
 /// of a connection's work. Each pool keeps at most `limit` items
@@ -455,9 +413,9 @@ impl Conn {
         }
     }
 
-    /// Writes `bytes` whole, under the write lock, so records of concurrent
+    /// Writes `slices` whole, under the write lock, so records of concurrent
     /// requests never interleave.
-    pub(crate) async fn write_locked(&self, parts: &[&[u8]]) -> io::Result<()> {
+    pub(crate) async fn write_locked(&self, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
         if self.state.borrow().broken {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -469,20 +427,22 @@ impl Conn {
             .acquire_permit(1)
             .await
             .map_err(|e| io::Error::other(e.to_string()))?;
-        if let Err(error) = self.write_all(parts).await {
+        if let Err(error) = self.write_all(slices).await {
             self.state.borrow_mut().broken = true;
             return Err(error);
         }
         Ok(())
     }
 
-    /// Writes `parts` whole, in order: with one `sendmsg` of them all while
+    /// Writes `slices` whole, in order: with one `sendmsg` of them all while
     /// the socket has room, and through glommio, which waits for room (at
     /// most the write timeout), when it has none.
-    async fn write_all(&self, parts: &[&[u8]]) -> io::Result<()> {
-        let mut at = Position::default();
-        while let Some(first) = at.rest(parts).next() {
-            let written = match self.try_write(parts, at) {
+    async fn write_all(&self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+        // Leading empty slices go, here and after every write: the first
+        // one left always has bytes.
+        IoSlice::advance_slices(&mut slices, 0);
+        while let Some(first) = slices.first() {
+            let written = match self.try_write(slices) {
                 Some(written) => written?,
                 None => {
                     poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, first))
@@ -492,40 +452,42 @@ impl Conn {
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            at.advance(parts, written);
+            IoSlice::advance_slices(&mut slices, written);
         }
         Ok(())
     }
 
-    /// Writes what the socket takes now of `parts` from `at`, with one
-    /// vectored send and without glommio: `None` when it has no room.
-    fn try_write(&self, parts: &[&[u8]], at: Position) -> Option<io::Result<usize>> {
-        let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
-        let mut count = 0;
-        for (slice, part) in slices.iter_mut().zip(at.rest(parts)) {
-            *slice = IoSlice::new(part);
-            count += 1;
-        }
+    /// Writes what the socket takes now of `slices`, with one send and
+    /// without glommio: `None` when it has no room.
+    fn try_write(&self, slices: &[IoSlice<'_>]) -> Option<io::Result<usize>> {
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        self.without_waiting(|fd| match slices {
+            // One slice (a small response, the usual case) takes a plain
+            // send, which costs less in the kernel than a sendmsg.
+            [slice] => rustix::net::send(fd, slice, flags),
+            _ => rustix::net::sendmsg(
+                fd,
+                slices,
+                &mut rustix::net::SendAncillaryBuffer::default(),
+                flags,
+            ),
+        })
+    }
+
+    /// Runs the non-blocking socket call `call` on the connection's socket
+    /// directly, not through glommio: again when interrupted, `None` when
+    /// the socket is not ready.
+    fn without_waiting(
+        &self,
+        mut call: impl FnMut(BorrowedFd<'_>) -> rustix::io::Result<usize>,
+    ) -> Option<io::Result<usize>> {
         let stream = self.stream.borrow();
         // SAFETY: the descriptor belongs to `stream`, which stays open while
         // it is borrowed here, and the borrowed descriptor does not outlive
         // this call.
         let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
         loop {
-            // One part (a small response, the usual case) takes a plain
-            // send, which costs less in the kernel than a sendmsg.
-            let sent = if count == 1 {
-                rustix::net::send(fd, &slices[0], flags)
-            } else {
-                rustix::net::sendmsg(
-                    fd,
-                    &slices[..count],
-                    &mut rustix::net::SendAncillaryBuffer::default(),
-                    flags,
-                )
-            };
-            return match sent {
+            return match call(fd) {
                 Ok(n) => Some(Ok(n)),
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::AGAIN) => None,
@@ -581,19 +543,9 @@ impl Conn {
     /// io_uring, which it arms after every read that does not fill the
     /// buffer.
     fn try_read(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        let stream = self.stream.borrow();
-        // SAFETY: the descriptor belongs to `stream`, which stays open while
-        // it is borrowed here, and the borrowed descriptor does not outlive
-        // this call.
-        let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-        loop {
-            return match rustix::net::recv(fd, &mut *buf, rustix::net::RecvFlags::DONTWAIT) {
-                Ok((n, _)) => Some(Ok(n)),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => None,
-                Err(error) => Some(Err(error.into())),
-            };
-        }
+        self.without_waiting(|fd| {
+            rustix::net::recv(fd, &mut *buf, rustix::net::RecvFlags::DONTWAIT).map(|(n, _)| n)
+        })
     }
 
     /// A response buffer from the pool: 8 bytes of room for a record header,
@@ -952,7 +904,7 @@ async fn read_blocks(
                 start_request(conn, runner, slot);
             }
             if !replies.is_empty() {
-                conn.write_locked(&[&replies]).await?;
+                conn.write_locked(&mut [IoSlice::new(&replies)]).await?;
                 replies.clear();
             }
             if idle {
@@ -1133,21 +1085,23 @@ mod tests {
     }
 
     #[test]
-    fn a_write_position_skips_empty_parts_and_resumes_mid_part() {
-        let parts: [&[u8]; 4] = [b"head", b"", b"payload", b"pad"];
-        let rest = |at: Position| at.rest(&parts).collect::<Vec<_>>().concat();
-        let mut at = Position::default();
-        assert_eq!(at.rest(&parts).count(), 3);
-        at.advance(&parts, 2);
-        assert_eq!(rest(at), b"adpayloadpad");
-        // Across the end of a part and past an empty one.
-        at.advance(&parts, 4);
-        assert_eq!(rest(at), b"yloadpad");
-        assert_eq!(at.rest(&parts).next(), Some(&b"yload"[..]));
-        at.advance(&parts, 8);
-        assert_eq!(at.rest(&parts).next(), None);
-        // Advancing past the end stays at the end.
-        at.advance(&parts, 1);
-        assert_eq!(at.rest(&parts).next(), None);
+    fn a_write_skips_empty_slices_and_resumes_mid_slice() {
+        // write_all relies on this: after every advance the first slice
+        // left has bytes (glommio is handed it to wait for room).
+        let parts: [&[u8]; 4] = [b"", b"head", b"", b"payload"];
+        let mut slices = parts.map(IoSlice::new);
+        let mut at = &mut slices[..];
+        let rest = |at: &[IoSlice<'_>]| at.iter().map(|s| &s[..]).collect::<Vec<_>>().concat();
+        IoSlice::advance_slices(&mut at, 0);
+        assert_eq!(&at[0][..], b"head");
+        IoSlice::advance_slices(&mut at, 2);
+        assert_eq!(rest(at), b"adpayload");
+        // Across the end of a slice and past an empty one.
+        IoSlice::advance_slices(&mut at, 2);
+        assert_eq!(&at[0][..], b"payload");
+        IoSlice::advance_slices(&mut at, 3);
+        assert_eq!(rest(at), b"load");
+        IoSlice::advance_slices(&mut at, 4);
+        assert!(at.is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! The request an async handler serves.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::rc::Rc;
 
 use simple_fastcgi_core::{HEADER_LEN, MAX_CONTENT_LEN, Output, Params, Role};
@@ -209,7 +209,9 @@ impl<'a> Request<'a> {
         }
         let frames = self.output_mut()?.stdout(data);
         for frame in frames {
-            self.conn.write_locked(&frame.parts()).await?;
+            self.conn
+                .write_locked(&mut frame.parts().map(IoSlice::new))
+                .await?;
         }
         Ok(())
     }
@@ -252,7 +254,10 @@ impl<'a> Request<'a> {
             // The record is built in place: header in the room in front,
             // padding behind, one write.
             let record_len = self.frame_in_place()?;
-            let result = self.conn.write_locked(&[&self.out[..record_len]]).await;
+            let result = self
+                .conn
+                .write_locked(&mut [IoSlice::new(&self.out[..record_len])])
+                .await;
             self.out.truncate(HEADER_LEN);
             return result;
         }
@@ -267,7 +272,9 @@ impl<'a> Request<'a> {
     async fn write_payload(&mut self, payload: &[u8]) -> io::Result<()> {
         let frames = self.output_mut()?.stdout(payload);
         for frame in frames {
-            self.conn.write_locked(&frame.parts()).await?;
+            self.conn
+                .write_locked(&mut frame.parts().map(IoSlice::new))
+                .await?;
         }
         Ok(())
     }
@@ -276,7 +283,9 @@ impl<'a> Request<'a> {
     pub async fn write_err(&mut self, data: &[u8]) -> io::Result<()> {
         let frames = self.output_mut()?.stderr(data);
         for frame in frames {
-            self.conn.write_locked(&frame.parts()).await?;
+            self.conn
+                .write_locked(&mut frame.parts().map(IoSlice::new))
+                .await?;
         }
         Ok(())
     }
@@ -364,7 +373,10 @@ impl<'a> Request<'a> {
                 if result.is_ok() {
                     // The last record and the ending in one write.
                     self.out.extend_from_slice(end.as_bytes());
-                    result = self.conn.write_locked(&[&self.out[start..]]).await;
+                    result = self
+                        .conn
+                        .write_locked(&mut [IoSlice::new(&self.out[start..])])
+                        .await;
                 }
                 end.close_connection()
             }
