@@ -6,12 +6,12 @@
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use simple_fastcgi_core::{HEADER_LEN, Header, RecordType};
-use simple_fastcgi_tests::app::TempDir;
+use simple_fastcgi_tests::app::{App, TempDir, Transport};
 use simple_fastcgi_tests::client::{Addr, Client};
 use simple_fastcgi_tests::wire::Wire;
 
@@ -248,37 +248,11 @@ fn fcgi_load_stops_on_an_application_that_never_answers() {
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
-/// The least-work server on a Unix socket in `dir`; killed on drop.
-struct Least(Child);
-
-impl Least {
-    fn start(dir: &TempDir) -> (Least, Addr) {
-        let path = dir.path().join("least.sock");
-        let child = Command::new(LEAST)
-            .arg(format!("unix:{}", path.display()))
-            .spawn()
-            .expect("start fcgi-least");
-        let least = Least(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !path.exists() {
-            assert!(Instant::now() < deadline, "fcgi-least did not bind");
-            thread::sleep(Duration::from_millis(10));
-        }
-        (least, Addr::Unix(path))
-    }
-}
-
-impl Drop for Least {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_least_work_server_answers_correctly() {
-    let dir = TempDir::new("fcgi-least");
-    let (_least, addr) = Least::start(&dir);
+    // On fd 0, as spawn-fcgi starts it; killed when the test ends.
+    let least = App::spawn_bin(Path::new(LEAST), Transport::Unix, &[], None);
+    let addr = least.addr().clone();
 
     // Kept connection: requests one after another, with and without a
     // body, under different ids.

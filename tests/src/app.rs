@@ -120,6 +120,20 @@ impl App {
         env: &[(&str, &str)],
         max_files: Option<u32>,
     ) -> App {
+        App::spawn_bin(&example_bin(name), transport, env, max_files)
+    }
+
+    /// [`App::spawn_limited`] for any FastCGI program at `bin` that serves
+    /// the listening socket on its fd 0 (the benchmark servers, say).
+    pub fn spawn_bin(
+        bin: &Path,
+        transport: Transport,
+        env: &[(&str, &str)],
+        max_files: Option<u32>,
+    ) -> App {
+        let name = bin
+            .file_name()
+            .map_or_else(|| "app".into(), |n| n.to_string_lossy().into_owned());
         let (fd, addr, dir): (OwnedFd, Addr, Option<TempDir>) = match transport {
             Transport::Tcp => {
                 let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
@@ -127,20 +141,20 @@ impl App {
                 (listener.into(), Addr::Tcp(addr), None)
             }
             Transport::Unix => {
-                let dir = TempDir::new(name);
+                let dir = TempDir::new(&name);
                 let path = dir.path().join("app.sock");
                 let listener = UnixListener::bind(&path).expect("bind unix");
                 (listener.into(), Addr::Unix(path), Some(dir))
             }
         };
         let mut command = match max_files {
-            None => Command::new(example_bin(name)),
+            None => Command::new(bin),
             Some(limit) => {
                 let mut shell = Command::new("sh");
                 shell
                     .arg("-c")
                     .arg(format!("ulimit -n {limit} && exec \"$0\""))
-                    .arg(example_bin(name));
+                    .arg(bin);
                 shell
             }
         };
