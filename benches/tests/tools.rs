@@ -250,8 +250,17 @@ fn fcgi_load_stops_on_an_application_that_never_answers() {
 
 #[test]
 fn the_least_work_server_answers_correctly() {
+    least_work_server_answers_correctly(&[]);
+}
+
+#[test]
+fn the_least_work_server_answers_correctly_with_a_thread_per_connection() {
+    least_work_server_answers_correctly(&["--thread-per-conn"]);
+}
+
+fn least_work_server_answers_correctly(args: &[&str]) {
     // On fd 0, as spawn-fcgi starts it; killed when the test ends.
-    let least = App::spawn_bin(Path::new(LEAST), Transport::Unix, &[], None);
+    let least = App::spawn_bin(Path::new(LEAST), args, Transport::Unix, &[], None);
     let addr = least.addr().clone();
 
     // Kept connection: requests one after another, with and without a

@@ -120,13 +120,15 @@ impl App {
         env: &[(&str, &str)],
         max_files: Option<u32>,
     ) -> App {
-        App::spawn_bin(&example_bin(name), transport, env, max_files)
+        App::spawn_bin(&example_bin(name), &[], transport, env, max_files)
     }
 
-    /// [`App::spawn_limited`] for any FastCGI program at `bin` that serves
-    /// the listening socket on its fd 0 (the benchmark servers, say).
+    /// [`App::spawn_limited`] for any FastCGI program at `bin`, run with
+    /// `args`, that serves the listening socket on its fd 0 (the benchmark
+    /// servers, say).
     pub fn spawn_bin(
         bin: &Path,
+        args: &[&str],
         transport: Transport,
         env: &[(&str, &str)],
         max_files: Option<u32>,
@@ -153,11 +155,12 @@ impl App {
                 let mut shell = Command::new("sh");
                 shell
                     .arg("-c")
-                    .arg(format!("ulimit -n {limit} && exec \"$0\""))
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
                     .arg(bin);
                 shell
             }
         };
+        command.args(args);
         command
             .stdin(Stdio::from(fd))
             .stdout(Stdio::null())

@@ -6,10 +6,16 @@
 //! with the request's id patched in. It honours FCGI_KEEP_CONN, answers
 //! FCGI_GET_VALUES, and closes a connection on anything it does not expect.
 //!
+//! With `--thread-per-conn` it serves each connection on a thread of its
+//! own with blocking reads instead: a kept request then costs exactly one
+//! read and one write, the fewest syscalls any responder can make, and a
+//! thread switch. `benches/syscalls.sh` runs it to show that trade.
+//!
 //! ```text
 //! fcgi-least                      # on fd 0, as spawn-fcgi starts it
 //! fcgi-least unix:/tmp/least.sock
 //! fcgi-least 127.0.0.1:9001
+//! fcgi-least --thread-per-conn unix:/tmp/least.sock
 //! ```
 
 use std::collections::HashMap;
@@ -41,7 +47,9 @@ struct Conn {
 }
 
 fn main() -> ExitCode {
-    let listener = match std::env::args().nth(1) {
+    let mut args = std::env::args().skip(1).peekable();
+    let threads = args.next_if(|arg| arg == "--thread-per-conn").is_some();
+    let listener = match args.next() {
         Some(addr) => Listener::bind(&addr).map(Some),
         None => Listener::fd0(),
     };
@@ -56,7 +64,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match serve(&listener) {
+    let served = if threads {
+        serve_threads(&listener)
+    } else {
+        serve(&listener)
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("fcgi-least: {error}");
@@ -124,6 +137,37 @@ fn serve(listener: &Listener) -> io::Result<()> {
     }
 }
 
+/// One thread per connection, blocking reads and writes: `Conn::serve`
+/// returns only when the connection ends.
+fn serve_threads(listener: &Listener) -> io::Result<()> {
+    listener.set_nonblocking(false)?;
+    let id_offsets = [2, 2 + HEADER_LEN + BODY.len() + (8 - BODY.len() % 8) % 8];
+    loop {
+        let fd = match rustix::net::accept_with(listener, rustix::net::SocketFlags::CLOEXEC) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
+            Err(error) => return Err(error.into()),
+        };
+        let mut conn = Conn::new(stream_of(listener, fd));
+        std::thread::spawn(move || {
+            let mut response = response_template();
+            let end_offset = response.len() - 16 + 2;
+            let _ = conn.serve(&mut response, id_offsets, end_offset);
+        });
+    }
+}
+
+/// The accepted socket as a stream, without Nagle's delay on TCP.
+fn stream_of(listener: &Listener, fd: OwnedFd) -> Stream {
+    if listener.is_tcp() {
+        let stream = std::net::TcpStream::from(fd);
+        let _ = stream.set_nodelay(true);
+        Stream::Tcp(stream)
+    } else {
+        Stream::Unix(std::os::unix::net::UnixStream::from(fd))
+    }
+}
+
 fn accept_all(listener: &Listener, epoll: &OwnedFd, conns: &mut HashMap<RawFd, Conn>) {
     loop {
         let accepted = rustix::net::accept_with(
@@ -135,13 +179,7 @@ fn accept_all(listener: &Listener, epoll: &OwnedFd, conns: &mut HashMap<RawFd, C
             Err(_) => return,
         };
         let raw = fd.as_raw_fd();
-        let stream = if listener.is_tcp() {
-            let stream = std::net::TcpStream::from(fd);
-            let _ = stream.set_nodelay(true);
-            Stream::Tcp(stream)
-        } else {
-            Stream::Unix(std::os::unix::net::UnixStream::from(fd))
-        };
+        let stream = stream_of(listener, fd);
         let registered = epoll::add(
             epoll,
             stream.as_fd(),
@@ -149,24 +187,26 @@ fn accept_all(listener: &Listener, epoll: &OwnedFd, conns: &mut HashMap<RawFd, C
             epoll::EventFlags::IN | epoll::EventFlags::ET,
         );
         if registered.is_ok() {
-            conns.insert(
-                raw,
-                Conn {
-                    stream,
-                    buf: vec![0u8; 80 * 1024].into_boxed_slice(),
-                    start: 0,
-                    end: 0,
-                    skip: 0,
-                    keep_conn: true,
-                },
-            );
+            conns.insert(raw, Conn::new(stream));
         }
     }
 }
 
 impl Conn {
-    /// Reads until it would block, answering each request as its empty
-    /// STDIN arrives; `Ok(false)` when the connection is done.
+    fn new(stream: Stream) -> Conn {
+        Conn {
+            stream,
+            buf: vec![0u8; 80 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            skip: 0,
+            keep_conn: true,
+        }
+    }
+
+    /// Reads until it would block (on a blocking socket: until the
+    /// connection ends), answering each request as its empty STDIN
+    /// arrives; `Ok(false)` when the connection is done.
     fn serve(
         &mut self,
         response: &mut [u8],
