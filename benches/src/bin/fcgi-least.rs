@@ -78,20 +78,42 @@ fn main() -> ExitCode {
     }
 }
 
-/// The precomputed answer for request id 1: STDOUT, empty STDOUT, END.
-fn response_template() -> Vec<u8> {
-    let mut out = vec![0u8; BODY.len() + 64];
-    let mut n = Record::encode(RecordType::Stdout, 1, BODY, &mut out).unwrap_or(0);
-    n += Record::encode(RecordType::Stdout, 1, b"", &mut out[n..]).unwrap_or(0);
-    out.truncate(n);
-    out.extend_from_slice(
-        &EndRequestBody {
-            app_status: 0,
-            protocol_status: ProtocolStatus::RequestComplete,
+/// The precomputed answer: STDOUT, empty STDOUT, END_REQUEST, with the
+/// places of their three request ids.
+struct Response {
+    bytes: Vec<u8>,
+    id_offsets: [usize; 3],
+}
+
+impl Response {
+    fn new() -> Response {
+        let mut bytes = vec![0u8; BODY.len() + 64];
+        let mut n = Record::encode(RecordType::Stdout, 1, BODY, &mut bytes).unwrap_or(0);
+        let empty_stdout = n;
+        n += Record::encode(RecordType::Stdout, 1, b"", &mut bytes[n..]).unwrap_or(0);
+        bytes.truncate(n);
+        bytes.extend_from_slice(
+            &EndRequestBody {
+                app_status: 0,
+                protocol_status: ProtocolStatus::RequestComplete,
+            }
+            .record(1),
+        );
+        Response {
+            bytes,
+            id_offsets: [2, empty_stdout + 2, n + 2],
         }
-        .record(1),
-    );
-    out
+    }
+
+    /// The answer to request `id`.
+    fn to(&mut self, id: u16) -> &[u8] {
+        let [hi, lo] = id.to_be_bytes();
+        for at in self.id_offsets {
+            self.bytes[at] = hi;
+            self.bytes[at + 1] = lo;
+        }
+        &self.bytes
+    }
 }
 
 fn serve(listener: &Listener) -> io::Result<()> {
@@ -104,10 +126,7 @@ fn serve(listener: &Listener) -> io::Result<()> {
         epoll::EventData::new_u64(LISTENER),
         epoll::EventFlags::IN,
     )?;
-    let mut response = response_template();
-    // Offsets of the three request-id fields to patch.
-    let id_offsets = [2, 2 + HEADER_LEN + BODY.len() + (8 - BODY.len() % 8) % 8];
-    let end_offset = response.len() - 16 + 2;
+    let mut response = Response::new();
     let mut conns: HashMap<RawFd, Conn> = HashMap::new();
     let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
     loop {
@@ -127,9 +146,7 @@ fn serve(listener: &Listener) -> io::Result<()> {
             let Some(conn) = conns.get_mut(&fd) else {
                 continue;
             };
-            let keep = conn
-                .serve(&mut response, id_offsets, end_offset)
-                .unwrap_or(false);
+            let keep = conn.serve(&mut response).unwrap_or(false);
             if !keep {
                 conns.remove(&fd);
             }
@@ -141,7 +158,6 @@ fn serve(listener: &Listener) -> io::Result<()> {
 /// returns only when the connection ends.
 fn serve_threads(listener: &Listener) -> io::Result<()> {
     listener.set_nonblocking(false)?;
-    let id_offsets = [2, 2 + HEADER_LEN + BODY.len() + (8 - BODY.len() % 8) % 8];
     loop {
         let fd = match rustix::net::accept_with(listener, rustix::net::SocketFlags::CLOEXEC) {
             Ok(fd) => fd,
@@ -150,9 +166,7 @@ fn serve_threads(listener: &Listener) -> io::Result<()> {
         };
         let mut conn = Conn::new(stream_of(listener, fd));
         std::thread::spawn(move || {
-            let mut response = response_template();
-            let end_offset = response.len() - 16 + 2;
-            let _ = conn.serve(&mut response, id_offsets, end_offset);
+            let _ = conn.serve(&mut Response::new());
         });
     }
 }
@@ -207,12 +221,7 @@ impl Conn {
     /// Reads until it would block (on a blocking socket: until the
     /// connection ends), answering each request as its empty STDIN
     /// arrives; `Ok(false)` when the connection is done.
-    fn serve(
-        &mut self,
-        response: &mut [u8],
-        id_offsets: [usize; 2],
-        end_offset: usize,
-    ) -> io::Result<bool> {
+    fn serve(&mut self, response: &mut Response) -> io::Result<bool> {
         loop {
             if self.start == self.end {
                 self.start = 0;
@@ -252,12 +261,7 @@ impl Conn {
                         self.keep_conn = begin.keep_conn();
                     }
                     RecordType::Stdin if content == 0 => {
-                        let [hi, lo] = header.request_id.to_be_bytes();
-                        for at in id_offsets.into_iter().chain([end_offset]) {
-                            response[at] = hi;
-                            response[at + 1] = lo;
-                        }
-                        self.stream.write_all(response)?;
+                        self.stream.write_all(response.to(header.request_id))?;
                         if !self.keep_conn {
                             return Ok(false);
                         }
