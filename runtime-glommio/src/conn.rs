@@ -961,20 +961,29 @@ async fn read_blocks(
         };
         conn.deadline
             .set(deadline.map(|timeout| Instant::now() + timeout));
-        let Some(block) = Rc::get_mut(current) else {
-            return Err(io::Error::other("read block still shared"));
-        };
         // After bytes came: let the requests just started and the other
         // connections run first, then look for more without glommio; only
-        // when there is none, wait through it.
+        // when there is none, wait through it. With nothing buffered, the
+        // block goes back to the pool while the others run: busy
+        // connections then share a few blocks instead of holding one each.
         // The room the read gets (the landing buffer's, without a block).
         let mut room = MIN_ROOM;
         let direct = if flowing {
+            if end == 0 {
+                let idle = std::mem::replace(current, Rc::clone(&conn.pools.no_block));
+                keep(&conn.pools.blocks, conn.pools.limit, idle);
+            }
             futures_lite::future::yield_now().await;
+            if end == 0 {
+                *current = conn.pools.block();
+            }
             // A request that ran meanwhile may have asked to close.
             if conn.wake_reader.fired.replace(false) {
                 Some(Woken::Reader)
             } else {
+                let Some(block) = Rc::get_mut(current) else {
+                    return Err(io::Error::other("read block still shared"));
+                };
                 let buf = block.room_after(end, want);
                 room = buf.len();
                 conn.try_read(buf).map(Woken::Read)
@@ -986,6 +995,9 @@ async fn read_blocks(
             Some(woken) => woken,
             None if end == 0 => conn.wait_without_block(current).await,
             None => {
+                let Some(block) = Rc::get_mut(current) else {
+                    return Err(io::Error::other("read block still shared"));
+                };
                 let buf = block.room_after(end, want);
                 room = buf.len();
                 future::or(async { Woken::Read(conn.read(buf).await) }, async {
