@@ -18,7 +18,8 @@ pub struct Settings {
     pub executors: usize,
     /// How long an executor with nothing to do spins before it sleeps
     /// (glommio's `spin_before_park`). Spinning answers the next request a
-    /// little sooner, at the cost of CPU time while idle. Default: 0.
+    /// little sooner, at the cost of CPU time while idle; glommio 0.9 also
+    /// allocates on every turn of its spin loop. Default: 0.
     pub spin_before_park: Duration,
     /// The most open transport connections, over all executors (reported as
     /// FCGI_MAX_CONNS). A connection accepted beyond this is closed at once.
