@@ -516,8 +516,7 @@ impl Conn {
     /// an idle connection holds none. Whatever woke it, `current` is a
     /// block again afterwards, with the bytes read at its start.
     async fn wait_without_block(&self, current: &mut Rc<Block>) -> Woken {
-        let idle = std::mem::replace(current, Rc::clone(&self.pools.no_block));
-        keep(&self.pools.blocks, self.pools.limit, idle);
+        self.lend_block(current);
         let woken = future::or(async { Woken::Read(self.read_landing().await) }, async {
             self.wake_reader.wait().await;
             Woken::Reader
@@ -534,6 +533,13 @@ impl Conn {
             block.room_after(0, MIN_ROOM)[..n].copy_from_slice(&landing[..n]);
         }
         woken
+    }
+
+    /// Gives the reader's block back to the pool (it holds no bytes) and
+    /// leaves the empty stand-in in its place.
+    fn lend_block(&self, current: &mut Rc<Block>) {
+        let idle = std::mem::replace(current, Rc::clone(&self.pools.no_block));
+        keep(&self.pools.blocks, self.pools.limit, idle);
     }
 
     /// Reads what the socket holds without waiting and without glommio:
@@ -970,8 +976,7 @@ async fn read_blocks(
         let mut room = MIN_ROOM;
         let direct = if flowing {
             if end == 0 {
-                let idle = std::mem::replace(current, Rc::clone(&conn.pools.no_block));
-                keep(&conn.pools.blocks, conn.pools.limit, idle);
+                conn.lend_block(current);
             }
             futures_lite::future::yield_now().await;
             if end == 0 {
@@ -981,10 +986,7 @@ async fn read_blocks(
             if conn.wake_reader.fired.replace(false) {
                 Some(Woken::Reader)
             } else {
-                let Some(block) = Rc::get_mut(current) else {
-                    return Err(io::Error::other("read block still shared"));
-                };
-                let buf = block.room_after(end, want);
+                let buf = room_in(current, end, want)?;
                 room = buf.len();
                 conn.try_read(buf).map(Woken::Read)
             }
@@ -995,10 +997,7 @@ async fn read_blocks(
             Some(woken) => woken,
             None if end == 0 => conn.wait_without_block(current).await,
             None => {
-                let Some(block) = Rc::get_mut(current) else {
-                    return Err(io::Error::other("read block still shared"));
-                };
-                let buf = block.room_after(end, want);
+                let buf = room_in(current, end, want)?;
                 room = buf.len();
                 future::or(async { Woken::Read(conn.read(buf).await) }, async {
                     conn.wake_reader.wait().await;
@@ -1044,6 +1043,14 @@ async fn read_blocks(
             Woken::Reader => {}
         }
     }
+}
+
+/// The room to read into after `end` in the reader's block, which no
+/// chunk shares once the reader has made room.
+fn room_in(current: &mut Rc<Block>, end: usize, want: usize) -> io::Result<&mut [u8]> {
+    Rc::get_mut(current)
+        .map(|block| block.room_after(end, want))
+        .ok_or_else(|| io::Error::other("read block still shared"))
 }
 
 fn find(slots: &[Rc<Slot>], request_id: u16) -> Option<&Rc<Slot>> {
