@@ -1053,9 +1053,15 @@ fn room_in(current: &mut Rc<Block>, end: usize, want: usize) -> io::Result<&mut 
         .ok_or_else(|| io::Error::other("read block still shared"))
 }
 
+/// The request `request_id` names now: the newest slot with that id. A
+/// slot stays in the list until its request's task is done with it, and
+/// that can come after its END_REQUEST reached the web server, which may
+/// then begin its next request under the same id: the old slot must not
+/// take that request's records.
 fn find(slots: &[Rc<Slot>], request_id: u16) -> Option<&Rc<Slot>> {
     slots
         .iter()
+        .rev()
         .find(|slot| slot.request_id.get() == request_id)
 }
 
@@ -1071,6 +1077,20 @@ pub(crate) async fn within<T>(timeout: Duration, future: impl Future<Output = T>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_names_its_newest_request() {
+        let ended = Rc::new(Slot::new());
+        ended.request_id.set(1);
+        let other = Rc::new(Slot::new());
+        other.request_id.set(2);
+        let next = Rc::new(Slot::new());
+        next.request_id.set(1);
+        let slots = vec![Rc::clone(&ended), other, Rc::clone(&next)];
+        assert!(find(&slots, 1).is_some_and(|slot| Rc::ptr_eq(slot, &next)));
+        assert!(find(&slots, 2).is_some_and(|slot| slot.request_id.get() == 2));
+        assert!(find(&slots, 3).is_none());
+    }
 
     #[test]
     fn a_block_initializes_only_the_room_reads_need() {
