@@ -71,13 +71,7 @@ fn soak(rt: Runtime) {
             thread::spawn(move || run_client(c, &addr, BURST_REQUESTS, &burst_done))
         })
         .collect();
-    for (c, client) in burst.into_iter().enumerate() {
-        match client.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => panic!("{rt:?}: burst client {c} failed: {error}"),
-            Err(_) => panic!("{rt:?}: burst client {c} panicked"),
-        }
-    }
+    join_clients(rt, "burst", burst);
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -111,13 +105,7 @@ fn soak(rt: Runtime) {
         samples.push(app.rss_kib().unwrap_or(0));
     }
     eprintln!("{rt:?}: RSS at each tenth of the run (KiB): {samples:?}");
-    for (c, client) in clients.into_iter().enumerate() {
-        match client.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => panic!("{rt:?}: soak client {c} failed: {error}"),
-            Err(_) => panic!("{rt:?}: soak client {c} panicked"),
-        }
-    }
+    join_clients(rt, "soak", clients);
     thread::sleep(Duration::from_millis(200));
     let end_rss = app.rss_kib().expect("the server's RSS");
     let served = done.load(Ordering::SeqCst);
@@ -133,6 +121,17 @@ fn soak(rt: Runtime) {
         end <= limit,
         "{rt:?}: RSS grew from {warm_rss} KiB to {end_rss} KiB over {served} requests"
     );
+}
+
+/// Waits for the `what` clients, failing the test if one failed.
+fn join_clients(rt: Runtime, what: &str, clients: Vec<thread::JoinHandle<io::Result<()>>>) {
+    for (c, client) in clients.into_iter().enumerate() {
+        match client.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => panic!("{rt:?}: {what} client {c} failed: {error}"),
+            Err(_) => panic!("{rt:?}: {what} client {c} panicked"),
+        }
+    }
 }
 
 /// One client's share: a kept connection for most requests, a fresh one
