@@ -249,6 +249,29 @@ fn fcgi_load_stops_on_an_application_that_never_answers() {
 }
 
 #[test]
+fn fcgi_load_runs_a_counted_run_to_its_end_however_long_it_takes() {
+    // 10 ms per answer, 400 requests on one connection: over 4 s, past
+    // load()'s `--duration 0.3` and the 3 s grace after it, so the run
+    // completes only if the count, not the duration, ends it.
+    fn slow(id: u16) -> Answer {
+        thread::sleep(Duration::from_millis(10));
+        right(id)
+    }
+    let dir = TempDir::new("fcgi-load");
+    let path = fake_app(&dir, slow);
+    let started = Instant::now();
+    let output = load(&path, &["--requests", "400", "--conns", "1"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("\"requests\":400,"), "{stdout}");
+    assert!(started.elapsed() > Duration::from_millis(3300), "{stdout}");
+}
+
+#[test]
 fn the_least_work_server_answers_correctly() {
     least_work_server_answers_correctly(&[]);
 }

@@ -27,6 +27,11 @@ use simple_fastcgi_core::{EndRequestBody, HEADER_LEN, Header, ProtocolStatus, Re
 use simple_fastcgi_tests::stream::Stream;
 use simple_fastcgi_tests::wire::{Wire, nginx_params};
 
+/// How long a timed run waits for answers still in flight at its end.
+const GRACE: Duration = Duration::from_secs(3);
+/// How long a run of `--requests N` may take, after the warm-up.
+const COUNTED_RUN_LIMIT: Duration = Duration::from_secs(600);
+
 const USAGE: &str = "usage: fcgi-load --addr (unix:PATH | HOST:PORT) [--conns N] [--duration SECONDS | --requests N]
                  [--body BYTES] [--new-conn] [--expect TEXT | --expect-echo] [--warmup SECONDS]
                  [--param NAME=VALUE]... [--json]
@@ -34,7 +39,7 @@ const USAGE: &str = "usage: fcgi-load --addr (unix:PATH | HOST:PORT) [--conns N]
   --addr        the application's socket
   --conns       concurrent connections (default 8)
   --duration    seconds to run (default 10), after the warm-up
-  --requests    stop after this many requests instead
+  --requests    stop after this many requests instead (at most 600 s)
   --body        POST a body of this many bytes (default: GET, no body)
   --new-conn    a new connection per request (default: FCGI_KEEP_CONN)
   --expect      the exact response body (default: Hello, world!)
@@ -247,14 +252,14 @@ fn run(options: &Options) -> io::Result<u64> {
             .map_err(|e| io::Error::new(e.kind(), format!("connection {index}: {e}")))?;
     }
     let mut in_flight = conns.len();
-    // Requests still unanswered this long after the end count as errors: a
-    // server that stops answering cannot hang the run.
-    let give_up = end + Duration::from_secs(3);
+    // Requests still unanswered by then count as errors: a server that
+    // stops answering cannot hang the run.
+    let give_up = match options.requests {
+        Some(_) => measure_from + COUNTED_RUN_LIMIT,
+        None => end + GRACE,
+    };
     while in_flight > 0 {
-        if Instant::now() >= give_up
-            || options.requests.is_some()
-                && Instant::now() >= measure_from + Duration::from_secs(600)
-        {
+        if Instant::now() >= give_up {
             for _ in 0..in_flight {
                 totals.error("no response before the end of the run".to_string());
             }
