@@ -8,8 +8,10 @@
 //! both, so it drops out.
 //!
 //! ```text
-//! alloc-count [REQUESTS] [CONNS]     (default 100000, 8)
+//! alloc-count [REQUESTS] [CONNS] [SPIN_US]     (default 100000, 8, 0)
 //! ```
+//!
+//! `SPIN_US` sets glommio's `Settings::spin_before_park` in microseconds.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io;
@@ -51,11 +53,13 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let requests = args.next().map_or(Ok(100_000), |n| n.parse::<u64>());
     let conns = args.next().map_or(Ok(8), |n| n.parse::<u64>());
-    let (Ok(requests), Ok(conns)) = (requests, conns) else {
-        eprintln!("usage: alloc-count [REQUESTS] [CONNS]");
+    let spin_us = args.next().map_or(Ok(0), |n| n.parse::<u64>());
+    let (Ok(requests), Ok(conns), Ok(spin_us)) = (requests, conns, spin_us) else {
+        eprintln!("usage: alloc-count [REQUESTS] [CONNS] [SPIN_US]");
         return ExitCode::from(2);
     };
-    match run(requests.max(1), conns.max(1)) {
+    let spin = Duration::from_micros(spin_us);
+    match run(requests.max(1), conns.max(1), spin) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("alloc-count: {error}");
@@ -64,10 +68,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(requests: u64, conns: u64) -> io::Result<()> {
+fn run(requests: u64, conns: u64, spin: Duration) -> io::Result<()> {
     let dir = std::env::temp_dir().join(format!("sfcgi-alloc-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    println!("allocations per keep-conn request, {conns} connections");
+    println!(
+        "allocations per keep-conn request, {conns} connections, glommio spins {} µs before it sleeps",
+        spin.as_micros()
+    );
     println!(
         "| runtime | per request | {requests} requests | {} requests |",
         5 * requests
@@ -101,6 +108,7 @@ fn run(requests: u64, conns: u64) -> io::Result<()> {
     })?
     .with_settings(simple_fastcgi_glommio::Settings {
         executors: 1,
+        spin_before_park: spin,
         handle_signals: false,
         ..simple_fastcgi_glommio::Settings::default()
     });
