@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -76,7 +76,8 @@ struct Control {
     running: AtomicBool,
     stopped: AtomicBool,
     live: AtomicUsize,
-    fileno: RawFd,
+    /// The listening socket's descriptor, -1 once it is closed.
+    fileno: AtomicI32,
     local_addr: String,
     /// While serving, the write ends of the executors' wake-up sockets: a
     /// shutdown writes a byte to each, which wakes the executor's shutdown
@@ -89,6 +90,8 @@ impl Control {
     /// Sets `shutdown` and wakes every executor.
     fn begin_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
+        // The executors close their listening sockets next.
+        self.fileno.store(-1, Ordering::SeqCst);
         let wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
         for waker in wakers.iter() {
             // Never waits: a socket too full for the byte holds enough.
@@ -158,7 +161,7 @@ where
             running: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             live: AtomicUsize::new(0),
-            fileno: listener.as_fd().as_raw_fd(),
+            fileno: AtomicI32::new(listener.as_fd().as_raw_fd()),
             local_addr: listener.local_addr(),
             wakers: Mutex::new(Vec::new()),
         });
@@ -192,11 +195,11 @@ where
         &self.inner.settings
     }
 
-    /// The listening socket's file descriptor.
-    /// It is closed once a shutdown begins, after which the number may
-    /// belong to another file.
+    /// The listening socket's file descriptor; -1 once the socket is
+    /// closed: as a shutdown begins, when serving failed, or when the
+    /// server is dropped (its handles live on).
     pub fn fileno(&self) -> RawFd {
-        self.inner.control.fileno
+        self.inner.control.fileno.load(Ordering::SeqCst)
     }
 
     /// A handle to shut the server down from any thread or executor.
@@ -261,6 +264,9 @@ where
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .ok_or_else(|| io::Error::other("this server has already served"))?;
+        // Whatever happens from here, the socket is closed when this
+        // returns (the guard goes first, so the number is never stale).
+        let _closed = Closed(&self.control.fileno);
         listener.begin_serving();
         listener.set_nonblocking(true)?;
         // Every executor accepts on a duplicate of its own; the last one
@@ -551,6 +557,24 @@ where
     }
 }
 
+/// Sets a server's `fileno` to -1 when dropped: held while its listening
+/// socket is open.
+struct Closed<'a>(&'a AtomicI32);
+
+impl Drop for Closed<'_> {
+    fn drop(&mut self) {
+        self.0.store(-1, Ordering::SeqCst);
+    }
+}
+
+impl<F> Drop for Inner<F> {
+    fn drop(&mut self) {
+        // The listening socket, if never served on, goes with the server
+        // (after this runs).
+        self.control.fileno.store(-1, Ordering::SeqCst);
+    }
+}
+
 /// How often each executor sweeps its connections for passed deadlines:
 /// often enough to end a read or idle timeout within a quarter of it.
 fn sweep_every(settings: &Settings) -> Duration {
@@ -658,11 +682,11 @@ impl ServerHandle {
         self.control.shutdown.load(Ordering::SeqCst)
     }
 
-    /// The listening socket's file descriptor.
-    /// It is closed once a shutdown begins, after which the number may
-    /// belong to another file.
+    /// The listening socket's file descriptor; -1 once the socket is
+    /// closed: as a shutdown begins, when serving failed, or when the
+    /// server is dropped.
     pub fn fileno(&self) -> RawFd {
-        self.control.fileno
+        self.control.fileno.load(Ordering::SeqCst)
     }
 
     /// The address the server listens on.

@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -77,7 +77,9 @@ pub struct ServerHandle {
 struct Control {
     shutdown: Arc<AtomicBool>,
     wake_tx: UnixStream,
-    fileno: RawFd,
+    /// The listening socket's descriptor, -1 once it is closed (or when
+    /// there is none).
+    fileno: AtomicI32,
     local_addr: String,
 }
 
@@ -423,7 +425,7 @@ impl<H: Handler> Server<H> {
             control: Arc::new(Control {
                 shutdown: Arc::new(AtomicBool::new(false)),
                 wake_tx,
-                fileno,
+                fileno: AtomicI32::new(fileno),
                 local_addr,
             }),
             wake_rx,
@@ -441,11 +443,11 @@ impl<H: Handler> Server<H> {
         &self.settings
     }
 
-    /// The listening socket's file descriptor; -1 when running as CGI.
-    /// It is closed once a shutdown begins, after which the number may
-    /// belong to another file.
+    /// The listening socket's file descriptor; -1 when running as CGI, and
+    /// once the socket is closed: as a shutdown begins, when serving
+    /// failed, or when the server is dropped (its handles live on).
     pub fn fileno(&self) -> RawFd {
-        self.control.fileno
+        self.control.fileno.load(Ordering::SeqCst)
     }
 
     /// Whether fd 0 was not a socket, so `serve_forever` runs once as CGI.
@@ -487,6 +489,9 @@ impl<H: Handler> Server<H> {
                 })
                 .ok_or_else(|| io::Error::other("this server has already served"))?,
         };
+        // Whatever happens from here, the socket is closed when this
+        // returns (the guard goes first, so the number is never stale).
+        let _closed = Closed(&self.control.fileno);
         let _signals = if self.settings.handle_signals {
             Some(SignalGuard::install(&self.control)?)
         } else {
@@ -572,6 +577,7 @@ impl<H: Handler> Server<H> {
                 draining = Some(now + settings.shutdown_timeout);
                 // No more accepting: the socket is closed (when the last
                 // worker in accept(2) lets go of it).
+                self.control.fileno.store(-1, Ordering::SeqCst);
                 if let Some(listener) = listener.take() {
                     let _ = epoll::delete(&pool.epoll, &*listener);
                 }
@@ -659,6 +665,23 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// Sets a server's `fileno` to -1 when dropped: held while its listening
+/// socket is open.
+struct Closed<'a>(&'a AtomicI32);
+
+impl Drop for Closed<'_> {
+    fn drop(&mut self) {
+        self.0.store(-1, Ordering::SeqCst);
+    }
+}
+
+impl<H: Handler> Drop for Server<H> {
+    fn drop(&mut self) {
+        // The listening socket goes with the server (after this runs).
+        self.control.fileno.store(-1, Ordering::SeqCst);
+    }
+}
+
 impl ServerHandle {
     /// Asks the server to stop: it stops accepting, lets in-flight requests
     /// finish, and `serve_forever` returns. Safe to call from any thread,
@@ -673,11 +696,11 @@ impl ServerHandle {
         self.control.shutdown.load(Ordering::SeqCst)
     }
 
-    /// The listening socket's file descriptor; -1 when running as CGI.
-    /// It is closed once a shutdown begins, after which the number may
-    /// belong to another file.
+    /// The listening socket's file descriptor; -1 when running as CGI, and
+    /// once the socket is closed: as a shutdown begins, when serving
+    /// failed, or when the server is dropped.
     pub fn fileno(&self) -> RawFd {
-        self.control.fileno
+        self.control.fileno.load(Ordering::SeqCst)
     }
 
     /// The address the server listens on (`127.0.0.1:9000`,
@@ -1178,7 +1201,7 @@ pub fn serve_one_connection<H: Handler>(
         control: Arc::new(Control {
             shutdown: Arc::new(AtomicBool::new(false)),
             wake_tx,
-            fileno: -1,
+            fileno: AtomicI32::new(-1),
             local_addr: "fuzzing".to_string(),
         }),
     };
