@@ -636,37 +636,23 @@ fn serve_forever_and_shutdown_awaited_on_executors() {
 
 #[test]
 fn fileno_names_the_listening_socket_until_it_closes() {
-    let factory =
-        || async |req: &mut Request<'_>| req.send_response(200, "", "hi", &[], false).await;
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-    let server = AsyncServer::from_listener(listener, factory)
-        .unwrap()
-        .with_settings(Settings {
-            handle_signals: false,
-            ..one_executor()
-        });
-    let server = std::sync::Arc::new(server);
-    let handle = server.handle();
-    assert_eq!((server.fileno(), handle.fileno()), (fd, fd));
-    let serving = {
-        let server = std::sync::Arc::clone(&server);
-        thread::spawn(move || server.run())
-    };
-    assert_eq!(handle.fileno(), fd, "open while serving");
-    handle.shutdown();
-    serving.join().unwrap().unwrap();
-    // The server still exists; its socket does not.
-    assert_eq!((server.fileno(), handle.fileno()), (-1, -1));
-
-    // Never served: the socket goes with the server, the handle stays.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-    let server = AsyncServer::from_listener(listener, factory).unwrap();
-    let handle = server.handle();
-    assert_eq!(handle.fileno(), fd);
-    drop(server);
-    assert_eq!(handle.fileno(), -1);
+    common::fileno_names_the_listening_socket_until_it_closes(common::FilenoApi {
+        make: |listener| {
+            let factory =
+                || async |req: &mut Request<'_>| req.send_response(200, "", "hi", &[], false).await;
+            AsyncServer::from_listener(listener, factory)
+                .unwrap()
+                .with_settings(Settings {
+                    handle_signals: false,
+                    ..one_executor()
+                })
+        },
+        handle: AsyncServer::handle,
+        fileno: AsyncServer::fileno,
+        handle_fileno: ServerHandle::fileno,
+        serve: AsyncServer::run,
+        shutdown: ServerHandle::shutdown,
+    });
 }
 
 #[test]

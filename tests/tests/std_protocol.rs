@@ -274,36 +274,22 @@ fn service_actions_are_called_regularly() {
 
 #[test]
 fn fileno_names_the_listening_socket_until_it_closes() {
-    let hello = |req: &mut Request<'_>| req.send_response(200, "", "hi", &[], false);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-    let server = Server::from_listener(listener, hello)
-        .unwrap()
-        .with_settings(Settings {
-            handle_signals: false,
-            ..Settings::default()
-        });
-    let server = std::sync::Arc::new(server);
-    let handle = server.handle();
-    assert_eq!((server.fileno(), handle.fileno()), (fd, fd));
-    let serving = {
-        let server = std::sync::Arc::clone(&server);
-        thread::spawn(move || server.serve_forever())
-    };
-    assert_eq!(handle.fileno(), fd, "open while serving");
-    handle.shutdown();
-    serving.join().unwrap().unwrap();
-    // The server still exists; its socket does not.
-    assert_eq!((server.fileno(), handle.fileno()), (-1, -1));
-
-    // Never served: the socket goes with the server, the handle stays.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-    let server = Server::from_listener(listener, hello).unwrap();
-    let handle = server.handle();
-    assert_eq!(handle.fileno(), fd);
-    drop(server);
-    assert_eq!(handle.fileno(), -1);
+    common::fileno_names_the_listening_socket_until_it_closes(common::FilenoApi {
+        make: |listener| {
+            let hello = |req: &mut Request<'_>| req.send_response(200, "", "hi", &[], false);
+            Server::from_listener(listener, hello)
+                .unwrap()
+                .with_settings(Settings {
+                    handle_signals: false,
+                    ..Settings::default()
+                })
+        },
+        handle: Server::handle,
+        fileno: Server::fileno,
+        handle_fileno: ServerHandle::fileno,
+        serve: Server::serve_forever,
+        shutdown: ServerHandle::shutdown,
+    });
 }
 
 #[test]

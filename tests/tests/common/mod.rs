@@ -178,6 +178,63 @@ pub fn a_request_followed_by_a_half_close_is_answered_then_closed(rt: Runtime) {
     });
 }
 
+/// How a runtime's server and its handle are reached, for
+/// [`fileno_names_the_listening_socket_until_it_closes`].
+pub struct FilenoApi<S, H> {
+    /// A server on the listener (it need not answer anything).
+    pub make: fn(std::net::TcpListener) -> S,
+    pub handle: fn(&S) -> H,
+    pub fileno: fn(&S) -> std::os::fd::RawFd,
+    pub handle_fileno: fn(&H) -> std::os::fd::RawFd,
+    /// Serves until shut down, blocking.
+    pub serve: fn(&S) -> std::io::Result<()>,
+    pub shutdown: fn(&H),
+}
+
+/// `fileno()` names the listening socket while it is open, on the server
+/// and its handles, and is -1 once the socket is closed: after a shutdown
+/// (with the server still there), and when a server that never served is
+/// dropped (its handle still there).
+pub fn fileno_names_the_listening_socket_until_it_closes<S, H>(api: FilenoApi<S, H>)
+where
+    S: Send + Sync + 'static,
+{
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fd = listener.as_raw_fd();
+    let server = std::sync::Arc::new((api.make)(listener));
+    let handle = (api.handle)(&server);
+    assert_eq!(
+        ((api.fileno)(&server), (api.handle_fileno)(&handle)),
+        (fd, fd)
+    );
+    let serving = {
+        let server = std::sync::Arc::clone(&server);
+        let serve = api.serve;
+        thread::spawn(move || serve(&server))
+    };
+    assert_eq!((api.handle_fileno)(&handle), fd, "open while serving");
+    (api.shutdown)(&handle);
+    serving.join().unwrap().unwrap();
+    assert_eq!(
+        ((api.fileno)(&server), (api.handle_fileno)(&handle)),
+        (-1, -1),
+        "the server is still there, its socket is not"
+    );
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fd = listener.as_raw_fd();
+    let server = (api.make)(listener);
+    let handle = (api.handle)(&server);
+    assert_eq!((api.handle_fileno)(&handle), fd);
+    drop(server);
+    assert_eq!(
+        (api.handle_fileno)(&handle),
+        -1,
+        "the socket went with the server"
+    );
+}
+
 /// A server bound to the Unix socket `path` (answering "ok") serves, keeps
 /// the socket file while it does, and removes it once `stop` has shut it
 /// down and waited for it to return.
