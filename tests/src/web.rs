@@ -3,7 +3,7 @@
 //! in the foreground, and stopped on drop.
 //!
 //! The binaries come from Debian's packages (`.ci/run` installs them:
-//! `apt-get install nginx lighttpd apache2 spawn-fcgi`). A test that needs one
+//! `apt-get install nginx lighttpd apache2 caddy spawn-fcgi`). A test that needs one
 //! that is missing fails and says which package to install.
 
 use std::fmt::Write as _;
@@ -35,7 +35,7 @@ pub struct SpawnFcgi {
 }
 
 /// A free TCP port on 127.0.0.1 for a server the test starts (spawn-fcgi,
-/// nginx, lighttpd, Apache), which binds it itself a moment later.
+/// nginx, lighttpd, Apache, Caddy), which binds it itself a moment later.
 ///
 /// Ports from `bind(0)` are no good for that: they come from the kernel's
 /// ephemeral range, where every other test's `bind(0)` and outgoing
@@ -345,6 +345,63 @@ LimitRequestBody 0
         let mut command = Command::new(apache);
         command.arg("-X").arg("-f").arg(&conf_path);
         WebServer::start("apache", command, port, dir, "error.log")
+    }
+
+    /// Caddy 2 with its FastCGI transport (`reverse_proxy` with
+    /// `transport fastcgi`) forwarding each `(prefix, app)`, the document
+    /// root as DOCUMENT_ROOT. No admin endpoint, no HTTPS, its state in the
+    /// temporary directory.
+    pub fn caddy(routes: &[(&str, &Addr)]) -> WebServer {
+        let caddy = require("caddy", "caddy");
+        let dir = TempDir::new("caddy");
+        let port = free_port();
+        let d = dir.path().display();
+        let mut handles = String::new();
+        for (prefix, app) in routes {
+            let upstream = match app {
+                Addr::Unix(path) => format!("unix/{}", path.display()),
+                Addr::Tcp(addr) => addr.clone(),
+            };
+            let _ = write!(
+                handles,
+                "\thandle {prefix}* {{
+\t\treverse_proxy {upstream} {{
+\t\t\ttransport fastcgi
+\t\t}}
+\t}}
+"
+            );
+        }
+        let conf = format!(
+            "{{
+\tadmin off
+\tauto_https off
+\tstorage file_system {d}/data
+\tlog {{
+\t\toutput file {d}/error.log
+\t\tlevel INFO
+\t}}
+}}
+http://:{port} {{
+\tbind 127.0.0.1
+\troot * {d}/docroot
+{handles}}}
+"
+        );
+        let conf_path = dir.path().join("Caddyfile");
+        std::fs::write(&conf_path, conf).expect("write Caddyfile");
+        std::fs::create_dir_all(dir.path().join("docroot")).expect("docroot");
+        let mut command = Command::new(caddy);
+        command
+            .arg("run")
+            .arg("--adapter")
+            .arg("caddyfile")
+            .arg("--config")
+            .arg(&conf_path)
+            // Where Caddy keeps its own files: not the user's home.
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env("XDG_DATA_HOME", dir.path().join("data"));
+        WebServer::start("caddy", command, port, dir, "error.log")
     }
 
     fn start(

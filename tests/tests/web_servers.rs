@@ -1,8 +1,9 @@
 //! The examples of both runtimes behind real web servers, each started by
 //! the test with a generated configuration: nginx (apps started by spawn-fcgi,
 //! Unix and TCP, fastcgi_keep_conn on and off), lighttpd (spawning the apps
-//! itself with bin-path, the socket on fd 0) and Apache (mod_proxy_fcgi, with
-//! and without connection reuse). Through each: GET with a query and UTF-8,
+//! itself with bin-path, the socket on fd 0), Apache (mod_proxy_fcgi, with
+//! and without connection reuse) and Caddy (its FastCGI transport, Unix and
+//! TCP). Through each: GET with a query and UTF-8,
 //! POST bodies of 0 B, 64 KiB and 16 MiB through `mirror` compared byte for
 //! byte, a streamed directory listing, redirects, many concurrent clients.
 
@@ -73,7 +74,9 @@ fn suite(web: &WebServer) {
     assert!(
         response
             .header("content-type")
-            .is_some_and(|t| t.starts_with("application/json"))
+            .is_some_and(|t| t.starts_with("application/json")),
+        "{:?}",
+        response.headers
     );
     let environ: serde_json::Value = serde_json::from_slice(&response.body).expect("JSON environ");
     assert_eq!(environ["QUERY_STRING"], "q=caf%C3%A9&n=1");
@@ -235,6 +238,30 @@ fn glommio_apache_unix_with_reuse() {
 fn glommio_apache_tcp_without_reuse() {
     let apps = spawn_apps(Runtime::Glommio, false);
     suite(&WebServer::apache(&routes(&apps), false));
+}
+
+#[test]
+fn std_caddy_unix() {
+    let apps = spawn_apps(Runtime::Std, true);
+    suite(&WebServer::caddy(&routes(&apps)));
+}
+
+#[test]
+fn std_caddy_tcp() {
+    let apps = spawn_apps(Runtime::Std, false);
+    suite(&WebServer::caddy(&routes(&apps)));
+}
+
+#[test]
+fn glommio_caddy_unix() {
+    let apps = spawn_apps(Runtime::Glommio, true);
+    suite(&WebServer::caddy(&routes(&apps)));
+}
+
+#[test]
+fn glommio_caddy_tcp() {
+    let apps = spawn_apps(Runtime::Glommio, false);
+    suite(&WebServer::caddy(&routes(&apps)));
 }
 
 #[test]
