@@ -243,7 +243,16 @@ fn glommio_apache_tcp_without_reuse() {
 #[test]
 fn std_caddy_unix() {
     let apps = spawn_apps(Runtime::Std, true);
-    suite(&WebServer::caddy(&routes(&apps)));
+    let web = WebServer::caddy(&routes(&apps));
+    suite(&web);
+    // Without `split`, Caddy puts the whole path in PATH_INFO (the README
+    // tells apps to route on it or on REQUEST_URI).
+    let response = expect_ok(&web, http::get(web.port(), "/echo/a/b?x=1"), "GET echo");
+    let environ: serde_json::Value = serde_json::from_slice(&response.body).expect("JSON environ");
+    assert_eq!(environ["SCRIPT_NAME"], "");
+    assert_eq!(environ["PATH_INFO"], "/echo/a/b");
+    assert_eq!(environ["REQUEST_URI"], "/echo/a/b?x=1");
+    assert_eq!(environ["CONTENT_TYPE"], "");
 }
 
 #[test]
