@@ -16,6 +16,7 @@
 //! fcgi-load --addr unix:/tmp/mirror.sock --body 65536 --expect-echo
 //! ```
 
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
@@ -380,8 +381,10 @@ fn report(options: &Options, totals: &mut Totals, elapsed: Duration, cpu: Durati
     };
     let rate = totals.requests as f64 / elapsed.as_secs_f64().max(1e-9);
     let cpu_per_request = cpu.as_secs_f64() * 1e6 / (totals.requests.max(1) as f64);
+    let mut text = String::new();
     if options.json {
-        println!(
+        let _ = writeln!(
+            text,
             "{{\"addr\":\"{}\",\"conns\":{},\"body\":{},\"new_conn\":{},\"seconds\":{:.3},\"requests\":{},\"errors\":{},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"loadgen_cpu_us_per_request\":{:.2}}}",
             options.addr.replace('"', ""),
             options.conns,
@@ -396,7 +399,8 @@ fn report(options: &Options, totals: &mut Totals, elapsed: Duration, cpu: Durati
             cpu_per_request
         );
     } else {
-        println!(
+        let _ = writeln!(
+            text,
             "{} conns, {}, body {} B: {} requests in {:.2} s, {} errors",
             options.conns,
             if options.new_conn {
@@ -409,13 +413,19 @@ fn report(options: &Options, totals: &mut Totals, elapsed: Duration, cpu: Durati
             elapsed.as_secs_f64(),
             totals.errors
         );
-        println!(
+        let _ = writeln!(
+            text,
             "  {rate:.0} req/s, latency p50 {} us, p99 {} us",
             pct(500),
             pct(990)
         );
-        println!("  fcgi-load itself: {cpu_per_request:.2} us CPU per request");
+        let _ = writeln!(
+            text,
+            "  fcgi-load itself: {cpu_per_request:.2} us CPU per request"
+        );
     }
+    // A reader that went away (`| head`) is not an error of the run.
+    let _ = io::stdout().lock().write_all(text.as_bytes());
     if let Some(error) = &totals.first_error {
         eprintln!("fcgi-load: first error: {error}");
     }
