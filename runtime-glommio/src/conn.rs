@@ -226,6 +226,9 @@ pub(crate) struct State {
     served: u64,
     /// Close once no request is active (limit reached, or shutting down).
     pub(crate) closing: bool,
+    /// A request that ended its connection ended before its input did:
+    /// the web server may still be writing it, so the close lingers.
+    input_after_end: bool,
     /// A write failed: the web server is gone.
     broken: bool,
 }
@@ -398,6 +401,7 @@ impl Conn {
 
                 served: 0,
                 closing: false,
+                input_after_end: false,
                 broken: false,
             }),
             wake_reader: Signal::default(),
@@ -574,6 +578,7 @@ impl Conn {
     ) {
         let mut state = self.state.borrow_mut();
         state.slots.retain(|s| !Rc::ptr_eq(s, slot));
+        let input_open = slot.input_open();
         // Body chunks the handler left unread let go of their read blocks
         // now, not when the slot is next used: a kept connection whose
         // handler ignored a large body would otherwise have its blocks
@@ -593,6 +598,10 @@ impl Conn {
                 .is_some_and(|max| state.served >= max)
         {
             state.closing = true;
+            // A body the handler did not read, or the empty STDIN that
+            // Caddy writes after the params: closing under the web
+            // server's write would fail it (502).
+            state.input_after_end |= input_open;
         }
         let wake = state.closing || state.core.is_closed() || self.waiting_room.get();
         if state.slots.is_empty() {
@@ -717,8 +726,10 @@ async fn read_then_wait(conn: &Rc<Conn>, runner: &impl Runner) -> bool {
         .slots
         .retain(|slot| slot.spawned.get());
     let slots: Vec<Rc<Slot>> = conn.state.borrow().slots.clone();
-    let input_open =
-        conn.state.borrow().core.is_mid_record() || slots.iter().any(|s| s.input_open());
+    let input_open = {
+        let state = conn.state.borrow();
+        state.core.is_mid_record() || state.input_after_end || slots.iter().any(|s| s.input_open())
+    };
     for slot in &slots {
         slot.input.borrow_mut().gone.get_or_insert(gone);
         slot.signal.notify();

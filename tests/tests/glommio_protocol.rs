@@ -635,6 +635,11 @@ fn serve_forever_and_shutdown_awaited_on_executors() {
 }
 
 #[test]
+fn stdin_sent_after_the_answer_is_taken_before_the_close() {
+    common::stdin_sent_after_the_answer_is_taken_before_the_close(Runtime::Glommio);
+}
+
+#[test]
 fn fileno_names_the_listening_socket_until_it_closes() {
     common::fileno_names_the_listening_socket_until_it_closes(common::FilenoApi {
         make: |listener| {

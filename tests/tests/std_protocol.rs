@@ -273,6 +273,11 @@ fn service_actions_are_called_regularly() {
 }
 
 #[test]
+fn stdin_sent_after_the_answer_is_taken_before_the_close() {
+    common::stdin_sent_after_the_answer_is_taken_before_the_close(Runtime::Std);
+}
+
+#[test]
 fn fileno_names_the_listening_socket_until_it_closes() {
     common::fileno_names_the_listening_socket_until_it_closes(common::FilenoApi {
         make: |listener| {

@@ -178,6 +178,33 @@ pub fn a_request_followed_by_a_half_close_is_answered_then_closed(rt: Runtime) {
     });
 }
 
+/// A web server that writes a request's empty STDIN only after its params
+/// (Caddy does, in a write of its own): a handler that answers at the end
+/// of the params finishes first, and the app must not close the
+/// connection under that last write, or the web server's write fails
+/// (a broken pipe on a Unix socket, a reset on TCP) and it answers 502.
+/// The app lingers: the write goes through, then the connection closes.
+pub fn stdin_sent_after_the_answer_is_taken_before_the_close(rt: Runtime) {
+    let app = App::spawn(rt.app("hello"), Transport::Unix, &[]);
+    for _ in 0..5 {
+        let mut client = Client::connect(app.addr()).unwrap();
+        client.set_timeout(Duration::from_secs(5)).unwrap();
+        let head = Wire::new()
+            .begin(1, Role::Responder, false)
+            .params(1, &nginx_params());
+        client.send_wire(&head).unwrap();
+        let response = client.read_response(1).unwrap();
+        assert_eq!(response.stdout, HELLO);
+        // Time for an app that closes at once to have closed.
+        thread::sleep(Duration::from_millis(50));
+        client
+            .send_wire(&Wire::new().stdin(1, b""))
+            .expect("the STDIN sent after the answer is taken, not refused");
+        client.shutdown_write().unwrap();
+        assert!(client.is_closed_by_peer());
+    }
+}
+
 /// How a runtime's server and its handle are reached, for
 /// [`fileno_names_the_listening_socket_until_it_closes`].
 pub struct FilenoApi<S, H> {
