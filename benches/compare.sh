@@ -7,14 +7,14 @@
 #                      [--scenarios "keep1 keep8 ..."] [--out DIR] [--quick]
 #
 # Every app is pinned to CPU 0 and the load generator (fcgi-load, or wrk
-# through nginx) to CPU 1. Apps are started fresh for every measurement and
+# through nginx or Caddy, which share the app's CPU) to CPU 1. Apps are started fresh for every measurement and
 # alternated over the rounds; the summary gives the median req/s with the
 # spread, p50/p99 latency, the app's CPU time per request and its peak RSS.
 # Throughput ratios against the least-work server and against tokio-fastcgi
 # are the headline: absolute numbers drift on shared machines.
 #
 # Needs: a release build (done here), gcc and libfcgi-dev, golang-go,
-# php-fpm, nginx, wrk, taskset (util-linux), python3. `--quick` is a smoke
+# php-fpm, nginx, caddy, wrk, taskset (util-linux), python3. `--quick` is a smoke
 # run (not in CI, which lacks the competitors): one round, one second,
 # three apps, two scenarios.
 set -euo pipefail
@@ -22,7 +22,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 rounds=3
 duration=5
 apps="least std glommio libfcgi go php tokio"
-scenarios="keep1 keep8 keep64 new8 post64k nginx8"
+scenarios="keep1 keep8 keep64 new8 post64k nginx8 caddy8"
 out="$root/target/compare"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,8 +44,8 @@ for app in $apps; do
 done
 for scenario in $scenarios; do
   case "$scenario" in
-    keep1 | keep8 | keep64 | new8 | post64k | nginx8) ;;
-    *) echo "unknown scenario $scenario (keep1 keep8 keep64 new8 post64k nginx8)" >&2; exit 2 ;;
+    keep1 | keep8 | keep64 | new8 | post64k | nginx8 | caddy8) ;;
+    *) echo "unknown scenario $scenario (keep1 keep8 keep64 new8 post64k nginx8 caddy8)" >&2; exit 2 ;;
   esac
 done
 if [ "$(nproc)" -lt 2 ]; then
@@ -60,11 +60,11 @@ bin="$root/target/release"
 results="$out/results.jsonl"
 : > "$results"
 app_pid=""
-nginx_pid=""
+web_pid=""
 
 cleanup() {
   [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null || true
-  [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
+  [ -n "$web_pid" ] && kill "$web_pid" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -181,12 +181,46 @@ http {
 }
 EOF
   taskset -c $APP_CPU nginx -p "$work" -c "$work/nginx.conf" -e "$work/nginx-error.log" &
-  nginx_pid=$!
+  web_pid=$!
   for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
     sleep 0.05
   done
   echo "nginx did not start" >&2
+  exit 1
+}
+
+# Caddy 2 with its FastCGI transport, on the app's CPU as nginx is. It opens
+# a connection to the app per request (it never sets FCGI_KEEP_CONN).
+start_caddy() {
+  local sock=$1 port=$2
+  cat > "$work/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	storage file_system $work/caddy-data
+	log {
+		output file $work/caddy.log
+		level ERROR
+	}
+}
+http://:$port {
+	bind 127.0.0.1
+	reverse_proxy unix/$sock {
+		transport fastcgi {
+			env SCRIPT_FILENAME $root/benches/competitors/php/hello.php
+		}
+	}
+}
+EOF
+  XDG_CONFIG_HOME="$work/caddy-config" XDG_DATA_HOME="$work/caddy-data" \
+    taskset -c $APP_CPU caddy run --adapter caddyfile --config "$work/Caddyfile" > /dev/null 2>&1 &
+  web_pid=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "caddy did not start" >&2
   exit 1
 }
 
@@ -200,21 +234,25 @@ measure() {
     keep64) args+=(--conns 64) ;;
     new8) args+=(--conns 8 --new-conn) ;;
     post64k) args+=(--conns 8 --body 65536) ;;
-    nginx8) ;;
+    nginx8 | caddy8) ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
   start_app "$app" "$sock"
-  if [ "$scenario" = nginx8 ]; then
+  if [ "$scenario" = nginx8 ] || [ "$scenario" = caddy8 ]; then
     local port=$((20000 + RANDOM % 20000))
-    start_nginx "$sock" "$port"
+    if [ "$scenario" = nginx8 ]; then
+      start_nginx "$sock" "$port"
+    else
+      start_caddy "$sock" "$port"
+    fi
     taskset -c $LOAD_CPU wrk -t1 -c8 -d1s "http://127.0.0.1:$port/" > /dev/null
     before=$(app_ticks)
     line=$(taskset -c $LOAD_CPU wrk -t1 -c8 -d"${duration}s" --latency "http://127.0.0.1:$port/" \
       | python3 "$root/benches/wrk_json.py")
     after=$(app_ticks)
-    kill "$nginx_pid" 2>/dev/null || true
-    wait "$nginx_pid" 2>/dev/null || true
-    nginx_pid=""
+    kill "$web_pid" 2>/dev/null || true
+    wait "$web_pid" 2>/dev/null || true
+    web_pid=""
   else
     taskset -c $LOAD_CPU "$bin/fcgi-load" "${args[@]}" --duration 1 --warmup 0 > /dev/null 2>&1 || true
     before=$(app_ticks)

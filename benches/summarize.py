@@ -27,6 +27,7 @@ SCENARIOS = {
     "new8": "new connection per request, 8 at once",
     "post64k": "POST 64 KiB, keep-conn, 8 connections",
     "nginx8": "through nginx (wrk, 8 connections)",
+    "caddy8": "through Caddy (wrk, 8 connections)",
 }
 
 runs = defaultdict(list)
@@ -60,7 +61,7 @@ for scenario in [s for s in SCENARIOS if any(sc == s for (sc, _) in runs)]:
         p99 = statistics.median(r["p99_us"] for r in rs)
         cpu = [r["app_cpu_s"] * 1e6 / r["requests"] for r in rs if r["requests"]]
         cpu_text = f"{statistics.median(cpu):.1f}" if cpu else "–"
-        # wrk's lines (through nginx) carry no duration: requests / rate.
+        # wrk's lines (through nginx or Caddy) carry no duration: requests / rate.
         seconds = [r.get("seconds") or (r["requests"] / r["rps"] if r["rps"] else 0) for r in rs]
         app_busy = [r["app_cpu_s"] / t for r, t in zip(rs, seconds) if t]
         app_busy_text = f"{statistics.median(app_busy):.0%}" if app_busy else "–"
