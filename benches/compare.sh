@@ -151,6 +151,17 @@ app_peak_kib() {
   echo "$peak"
 }
 
+# wait_for_port NAME PORT: until the web server just started accepts on PORT.
+wait_for_port() {
+  local name=$1 port=$2
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "$name did not start" >&2
+  exit 1
+}
+
 start_nginx() {
   local sock=$1 port=$2
   cat > "$work/nginx.conf" <<EOF
@@ -182,12 +193,7 @@ http {
 EOF
   taskset -c $APP_CPU nginx -p "$work" -c "$work/nginx.conf" -e "$work/nginx-error.log" &
   web_pid=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nginx did not start" >&2
-  exit 1
+  wait_for_port nginx "$port"
 }
 
 # Caddy 2 with its FastCGI transport, on the app's CPU as nginx is. It opens
@@ -216,12 +222,7 @@ EOF
   XDG_CONFIG_HOME="$work/caddy-config" XDG_DATA_HOME="$work/caddy-data" \
     taskset -c $APP_CPU caddy run --adapter caddyfile --config "$work/Caddyfile" > /dev/null 2>&1 &
   web_pid=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "caddy did not start" >&2
-  exit 1
+  wait_for_port caddy "$port"
 }
 
 # measure APP SCENARIO ROUND: one fresh app, a warm-up, one measured run.
