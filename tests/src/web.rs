@@ -87,6 +87,15 @@ fn is_root() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
+/// Writes a web server's configuration `file` into `dir`, next to the
+/// document root it serves (`<dir>/docroot`, made here); returns its path.
+fn write_config(dir: &TempDir, file: &str, conf: &str) -> PathBuf {
+    let path = dir.path().join(file);
+    std::fs::write(&path, conf).unwrap_or_else(|e| panic!("write {file}: {e}"));
+    std::fs::create_dir_all(dir.path().join("docroot")).expect("docroot");
+    path
+}
+
 /// Makes a directory and its parents reachable by the unprivileged workers
 /// of a web server running as root (Apache refuses to run them as root).
 fn open_up(path: &Path) {
@@ -223,9 +232,7 @@ http {{
 }}
 "
         );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("write nginx.conf");
-        std::fs::create_dir_all(dir.path().join("docroot")).expect("docroot");
+        let conf_path = write_config(&dir, "nginx.conf", &conf);
         let mut command = Command::new(nginx);
         command
             .arg("-p")
@@ -285,9 +292,7 @@ fastcgi.server = (
 {servers})
 "
         );
-        let conf_path = dir.path().join("lighttpd.conf");
-        std::fs::write(&conf_path, conf).expect("write lighttpd.conf");
-        std::fs::create_dir_all(dir.path().join("docroot")).expect("docroot");
+        let conf_path = write_config(&dir, "lighttpd.conf", &conf);
         let mut command = Command::new(lighttpd);
         command.arg("-D").arg("-f").arg(&conf_path);
         WebServer::start("lighttpd", command, port, dir, "error.log")
@@ -336,8 +341,7 @@ DocumentRoot {d}/docroot
 LimitRequestBody 0
 {proxies}"
         );
-        let conf_path = dir.path().join("httpd.conf");
-        std::fs::write(&conf_path, conf).expect("write httpd.conf");
+        let conf_path = write_config(&dir, "httpd.conf", &conf);
         for sub in ["docroot", "run"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("apache dirs");
             open_up(&dir.path().join(sub));
@@ -388,9 +392,7 @@ http://:{port} {{
 {handles}}}
 "
         );
-        let conf_path = dir.path().join("Caddyfile");
-        std::fs::write(&conf_path, conf).expect("write Caddyfile");
-        std::fs::create_dir_all(dir.path().join("docroot")).expect("docroot");
+        let conf_path = write_config(&dir, "Caddyfile", &conf);
         let mut command = Command::new(caddy);
         command
             .arg("run")
