@@ -4,7 +4,7 @@
 # "Hello, world!" app on a Unix socket.
 #
 #   benches/compare.sh [--rounds N] [--duration SECONDS] [--apps "least std ..."]
-#                      [--scenarios "keep1 keep8 ..."] [--out DIR] [--quick]
+#                      [--scenarios "keep1 keep8 ..."] [--out DIR] [--quick | --smoke]
 #
 # Every app is pinned to CPU 0 and the load generator (fcgi-load, or wrk
 # through nginx or Caddy, which share the app's CPU) to CPU 1. Apps are started fresh for every measurement and
@@ -14,9 +14,12 @@
 # are the headline: absolute numbers drift on shared machines.
 #
 # Needs: a release build (done here), gcc and libfcgi-dev, golang-go,
-# php-fpm, nginx, caddy, wrk, taskset (util-linux), python3. `--quick` is a smoke
-# run (not in CI, which lacks the competitors): one round, one second,
-# three apps, two scenarios.
+# php-fpm, nginx, caddy, wrk, taskset (util-linux), python3. `--quick` is a
+# one-minute look at our runtimes: one round of one second, three apps, two
+# scenarios. `--smoke` (what CI runs) is one round of one second with every
+# app and every scenario, and fails unless every app answered in every
+# scenario with every answer correct (benches/smoke_check.py); it checks that
+# the comparison still runs on a fresh machine, not how fast anything is.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 rounds=3
@@ -24,6 +27,7 @@ duration=5
 apps="least std glommio libfcgi go php tokio"
 scenarios="keep1 keep8 keep64 new8 post64k nginx8 caddy8"
 out="$root/target/compare"
+smoke=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -32,6 +36,7 @@ while [ $# -gt 0 ]; do
     --scenarios) scenarios=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --quick) rounds=1; duration=1; apps="least std glommio"; scenarios="keep8 new8"; shift ;;
+    --smoke) rounds=1; duration=1; smoke=true; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -291,3 +296,6 @@ done
 
 python3 "$root/benches/summarize.py" "$results" | tee "$out/summary.md"
 echo "results: $results, summary: $out/summary.md"
+if $smoke; then
+  python3 "$root/benches/smoke_check.py" "$results" "$apps" "$scenarios"
+fi

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Checks the results of a `compare.sh --smoke` run (JSON lines): every app
+answered in every scenario, every answer checked and none wrong. Speeds are
+not checked: one second on a shared machine says nothing about them. The
+one failure the comparison expects is listed below with its reason.
+
+    smoke_check.py RESULTS.jsonl "APPS" "SCENARIOS"
+
+Exits 1, naming each app and scenario that failed."""
+import json
+import sys
+
+# (app, scenario): why errors are expected there.
+EXPECTED_ERRORS = {
+    ("php", "keep64"): "PHP-FPM's 8 workers each keep one of the 64 kept connections; "
+    "the other 56 are never accepted and their first request goes unanswered",
+}
+
+path, apps, scenarios = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+results = {}
+for line in open(path):
+    line = line.strip()
+    if line:
+        r = json.loads(line)
+        results[(r["app"], r["scenario"])] = r
+
+failures = []
+for scenario in scenarios:
+    for app in apps:
+        r = results.get((app, scenario))
+        if r is None:
+            failures.append(f"{app} {scenario}: no result")
+        elif r["requests"] == 0:
+            failures.append(f"{app} {scenario}: no request answered")
+        elif r["errors"] and (app, scenario) not in EXPECTED_ERRORS:
+            failures.append(f"{app} {scenario}: {r['errors']} errors in {r['requests']} requests")
+        elif r["errors"]:
+            print(f"smoke: {app} {scenario}: {r['errors']} errors, expected: {EXPECTED_ERRORS[(app, scenario)]}")
+
+for failure in failures:
+    print(f"smoke FAILED: {failure}", file=sys.stderr)
+if failures:
+    sys.exit(1)
+print(f"smoke: {len(apps)} apps answered in {len(scenarios)} scenarios, every answer correct")
