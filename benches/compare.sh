@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The FastCGI comparison: our runtimes against the least-work server (the
 # ceiling), libfcgi, Go's net/http/fcgi, PHP-FPM and tokio-fastcgi, each a
-# "Hello, world!" app on a Unix socket.
+# "Hello, world!" app on a Unix socket, started by spawn-fcgi on fd 0
+# (PHP-FPM by its own master).
 #
 #   benches/compare.sh [--rounds N] [--duration SECONDS] [--apps "least std ..."]
 #                      [--scenarios "keep1 keep8 ..."] [--out DIR] [--quick | --smoke]
@@ -13,8 +14,8 @@
 # Throughput ratios against the least-work server and against tokio-fastcgi
 # are the headline: absolute numbers drift on shared machines.
 #
-# Needs: a release build (done here), gcc and libfcgi-dev, golang-go,
-# php-fpm, nginx, caddy, wrk, taskset (util-linux), python3. `--quick` is a
+# Needs: a release build (done here), spawn-fcgi, gcc and libfcgi-dev,
+# golang-go, php-fpm, nginx, caddy, wrk, taskset (util-linux), python3. `--quick` is a
 # one-minute look at our runtimes: one round of one second, three apps, two
 # scenarios. `--smoke` (what CI runs) is one round of one second with every
 # app and every scenario, and fails unless every app answered in every
@@ -88,14 +89,17 @@ done
 start_app() {
   local name=$1 sock=$2
   rm -f "$sock"
+  # Every app but PHP-FPM (which has its own master process) serves the
+  # listening socket on fd 0, the FastCGI way: spawn-fcgi makes the socket
+  # and, with -n, execs the app in its own process, so $! is the app.
   case "$name" in
-    least) taskset -c $APP_CPU "$bin/fcgi-least" "unix:$sock" & ;;
-    std) taskset -c $APP_CPU "$bin/hello" "$sock" 2>/dev/null & ;;
-    glommio) taskset -c $APP_CPU "$bin/hello-async" "$sock" 2>/dev/null & ;;
+    least) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$bin/fcgi-least" & ;;
+    std) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$bin/hello" 2>/dev/null & ;;
+    glommio) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$bin/hello-async" 2>/dev/null & ;;
     # libfcgi serves one kept connection per thread: as many as connections.
-    libfcgi) taskset -c $APP_CPU "$work/libfcgi-hello" "$sock" 64 & ;;
-    go) taskset -c $APP_CPU "$work/go-hello" "$sock" & ;;
-    tokio) taskset -c $APP_CPU "$root/benches/competitors/tokio-fastcgi/target/release/tokio-fastcgi-hello" "$sock" & ;;
+    libfcgi) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$work/libfcgi-hello" 64 & ;;
+    go) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$work/go-hello" & ;;
+    tokio) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$root/benches/competitors/tokio-fastcgi/target/release/tokio-fastcgi-hello" & ;;
     php)
       cat > "$work/php-fpm.conf" <<EOF
 [global]

@@ -1,7 +1,8 @@
 /* "Hello, world!" with libfcgi (Debian libfcgi-dev), threaded: THREADS
- * threads each accepting on the listening socket given as argv[1] (a Unix
- * socket path), the way libfcgi's threaded example works. For the
- * comparison in benches/compare.sh.
+ * threads (argv[1], default 16) each accepting on the listening socket on
+ * fd 0, as spawn-fcgi passes it, the way libfcgi's threaded example works:
+ * spawn-fcgi -n -s /tmp/libfcgi.sock -- ./libfcgi-hello 64
+ * For the comparison in benches/compare.sh.
  *
  * It reads the request body before answering. libfcgi leaves that to the
  * app: on a kept connection, unread FCGI_STDIN records are what the next
@@ -13,13 +14,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int listen_fd;
-
 static void *serve(void *unused) {
     FCGX_Request request;
     char body[16384];
     (void)unused;
-    FCGX_InitRequest(&request, listen_fd, 0);
+    FCGX_InitRequest(&request, 0, 0);
     while (FCGX_Accept_r(&request) == 0) {
         while (FCGX_GetStr(body, sizeof body, request.in) > 0)
             ;
@@ -30,20 +29,13 @@ static void *serve(void *unused) {
 }
 
 int main(int argc, char **argv) {
-    int threads = argc > 2 ? atoi(argv[2]) : 16;
+    int threads = argc > 1 ? atoi(argv[1]) : 16;
     pthread_t ids[256];
-    if (argc < 2) {
-        fprintf(stderr, "usage: libfcgi-hello SOCKET [THREADS]\n");
-        return 2;
-    }
     if (threads < 1 || threads > 256)
         threads = 16;
-    FCGX_Init();
-    unlink(argv[1]);
-    listen_fd = FCGX_OpenSocket(argv[1], 1024);
-    if (listen_fd < 0) {
-        perror("FCGX_OpenSocket");
-        return 1;
+    if (FCGX_Init() != 0 || FCGX_IsCGI()) {
+        fprintf(stderr, "libfcgi-hello: fd 0 is not a listening socket; start it with spawn-fcgi\n");
+        return 2;
     }
     for (int i = 0; i < threads; i++)
         pthread_create(&ids[i], NULL, serve, NULL);

@@ -1,5 +1,8 @@
-//! "Hello, world!" with tokio-fastcgi on the Unix socket given as the first
-//! argument, for the comparison in benches/compare.sh.
+//! "Hello, world!" with tokio-fastcgi, for the comparison in
+//! benches/compare.sh: it serves the listening Unix socket on fd 0, as
+//! spawn-fcgi passes it (`spawn-fcgi -n -s /tmp/tokio.sock -- ./tokio-fastcgi-hello`).
+
+use std::os::fd::FromRawFd;
 
 use tokio::net::UnixListener;
 use tokio_fastcgi::{RequestResult, Requests};
@@ -8,9 +11,13 @@ const BODY: &[u8] = b"Status: 200 OK\r\nContent-Type: text/plain; charset=utf-8\
 
 #[tokio::main]
 async fn main() {
-    let path = std::env::args().nth(1).expect("usage: tokio-fastcgi-hello SOCKET");
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).expect("bind");
+    // SAFETY: fd 0 is the listening socket spawn-fcgi passed; nothing else
+    // in this process uses it.
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(0) };
+    listener
+        .set_nonblocking(true)
+        .expect("fd 0 is not a listening Unix socket: start this with spawn-fcgi");
+    let listener = UnixListener::from_std(listener).expect("fd 0 is not a listening Unix socket");
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
