@@ -201,6 +201,10 @@ pub struct Connection<const REQS: usize = 1> {
     output: heapless::Vec<u8, OUTPUT_CAPACITY>,
     output_sent: usize,
     close_pending: bool,
+    /// A request ended (or was refused) while the web server still owed it
+    /// input, which may still be on its way; until the next BEGIN_REQUEST
+    /// with no request active.
+    input_after_end: bool,
     error: Option<ProtocolError>,
 }
 
@@ -238,10 +242,27 @@ enum Stream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Slot {
     request_id: u16,
+    role: Role,
     keep_conn: bool,
     aborted: bool,
     /// The stream being received; `None` once DATA ended.
     receiving: Option<Stream>,
+}
+
+impl Slot {
+    /// Whether the web server still owes this request input: a stream its
+    /// role reads has not ended. A Responder reads PARAMS and STDIN, a
+    /// Filter also DATA (spec 6.2, 6.4); an Authorizer only PARAMS, since
+    /// web servers send it no STDIN or an empty one (spec 6.3). An abort
+    /// does not end the streams: the web server may still be sending them.
+    fn owes_input(&self) -> bool {
+        match self.receiving {
+            Some(Stream::Params) => true,
+            Some(Stream::Stdin) => self.role.has_stdin(),
+            Some(Stream::Data) => self.role == Role::Filter,
+            None => false,
+        }
+    }
 }
 
 /// The GET_VALUES variables this library answers.
@@ -402,6 +423,7 @@ impl<const REQS: usize> Connection<REQS> {
             output: heapless::Vec::new(),
             output_sent: 0,
             close_pending: false,
+            input_after_end: false,
             error: None,
         }
     }
@@ -589,6 +611,30 @@ impl<const REQS: usize> Connection<REQS> {
         self.reading != Reading::Header
     }
 
+    /// Whether the connection waits for the web server: an active request
+    /// is owed input (a stream its role reads has not ended: PARAMS and
+    /// STDIN, and DATA for a Filter; an Authorizer reads PARAMS only), or a
+    /// record is cut short. A runtime applies its read timeout while this
+    /// holds.
+    pub fn awaits_input(&self) -> bool {
+        self.is_mid_record() || self.requests.iter().any(Slot::owes_input)
+    }
+
+    /// Whether the web server may still send on this connection: it
+    /// [awaits input](Connection::awaits_input), or a request ended or was
+    /// refused before the web server had sent all its input (a body the
+    /// handler did not read, the empty STDIN some web servers send after
+    /// the answer has begun), until the next BEGIN_REQUEST finds no
+    /// request active.
+    ///
+    /// A runtime that closes the connection while this holds should close
+    /// it lingering: shut its sending side, then read and drop what comes
+    /// for a while. Closing a socket with unread input resets the
+    /// connection, and the web server then loses the answer it is reading.
+    pub fn expects_input(&self) -> bool {
+        self.input_after_end || self.awaits_input()
+    }
+
     fn finish(
         &mut self,
         output: Output,
@@ -602,6 +648,7 @@ impl<const REQS: usize> Connection<REQS> {
         {
             let slot = self.requests.swap_remove(index);
             self.close_pending |= !slot.keep_conn;
+            self.input_after_end |= slot.owes_input();
         }
         let close = self.is_closed();
         output.end(app_status, protocol_status, close)
@@ -633,6 +680,11 @@ impl<const REQS: usize> Connection<REQS> {
         if self.slot(request_id).is_some() {
             return Err(self.fail(ProtocolError::DuplicateRequest(request_id)));
         }
+        if self.requests.is_empty() {
+            // The web server has moved on: what it owed requests that
+            // ended came before this record.
+            self.input_after_end = false;
+        }
         let limit = if self.config.multiplex {
             usize::from(self.config.max_reqs_per_conn).min(REQS)
         } else {
@@ -649,6 +701,7 @@ impl<const REQS: usize> Connection<REQS> {
         } else {
             let slot = Slot {
                 request_id,
+                role: body.role,
                 keep_conn: body.keep_conn(),
                 aborted: false,
                 receiving: Some(Stream::Params),
@@ -667,6 +720,8 @@ impl<const REQS: usize> Connection<REQS> {
             .record(request_id);
             self.queue(&record);
             self.close_pending |= !body.keep_conn();
+            // Its PARAMS and STDIN may follow all the same.
+            self.input_after_end = true;
             return Ok(None);
         }
         Ok(Some(Event::Begin {
@@ -1597,6 +1652,119 @@ mod tests {
         let progress = conn.feed(&wire.as_slice()[16..30]).unwrap();
         assert!(matches!(progress.event, Some(Event::Params { bytes, .. }) if bytes.len() == 6));
         assert!(conn.is_mid_record());
+    }
+
+    /// Feeds `wire` to a fresh connection and reports `expects_input` and
+    /// `awaits_input`; `end_early` ends request 1 after the feed.
+    fn input_owed(wire: &Wire, end_early: bool) -> (bool, bool) {
+        let mut conn: Connection = Connection::new(Config::new());
+        let mut events = run(&mut conn, wire.as_slice()).unwrap();
+        if end_early {
+            conn.end_request(events.take_output(1), 0);
+        }
+        (conn.expects_input(), conn.awaits_input())
+    }
+
+    #[test]
+    fn a_responder_is_owed_input_until_its_stdin_ends() {
+        let begun = Wire::new().begin(1, Role::Responder, true);
+        assert_eq!(input_owed(&begun, false), (true, true), "params to come");
+        let params = begun.record(RecordType::Params, 1, b"");
+        assert_eq!(input_owed(&params, false), (true, true), "stdin to come");
+        let stdin = params.record(RecordType::Stdin, 1, b"");
+        assert_eq!(
+            input_owed(&stdin, false),
+            (false, false),
+            "no DATA for a Responder"
+        );
+    }
+
+    #[test]
+    fn a_filter_is_owed_its_data_stream_too() {
+        let stdin = Wire::new()
+            .begin(1, Role::Filter, true)
+            .record(RecordType::Params, 1, b"")
+            .record(RecordType::Stdin, 1, b"");
+        assert_eq!(input_owed(&stdin, false), (true, true));
+        let data = stdin.record(RecordType::Data, 1, b"");
+        assert_eq!(input_owed(&data, false), (false, false));
+    }
+
+    #[test]
+    fn an_authorizer_is_owed_only_its_params() {
+        let params =
+            Wire::new()
+                .begin(1, Role::Authorizer, true)
+                .record(RecordType::Params, 1, b"");
+        assert_eq!(input_owed(&params, false), (false, false));
+    }
+
+    #[test]
+    fn an_aborted_request_is_still_owed_its_streams() {
+        let aborted = Wire::new()
+            .begin(1, Role::Responder, true)
+            .record(RecordType::Params, 1, b"")
+            .record(RecordType::AbortRequest, 1, b"");
+        assert_eq!(input_owed(&aborted, false), (true, true));
+    }
+
+    #[test]
+    fn input_owed_to_an_ended_request_is_expected_until_the_next_begin() {
+        let params =
+            Wire::new()
+                .begin(1, Role::Responder, false)
+                .record(RecordType::Params, 1, b"");
+        // Answered before its STDIN ended: the web server may still send it.
+        assert_eq!(input_owed(&params, true), (true, false));
+        let stdin = params.record(RecordType::Stdin, 1, b"");
+        assert_eq!(input_owed(&stdin, true), (false, false));
+
+        let mut conn: Connection = Connection::new(Config::new());
+        let kept = Wire::new()
+            .begin(1, Role::Responder, true)
+            .record(RecordType::Params, 1, b"")
+            .record(RecordType::Stdin, 1, b"unread");
+        let mut events = run(&mut conn, kept.as_slice()).unwrap();
+        conn.end_request(events.take_output(1), 0);
+        let rest = Wire::new().record(RecordType::Stdin, 1, b"");
+        run(&mut conn, rest.as_slice()).unwrap();
+        assert!(
+            conn.expects_input(),
+            "the ended request's records are skipped, not counted"
+        );
+        let next = Wire::new()
+            .begin(2, Role::Responder, true)
+            .record(RecordType::Params, 2, b"")
+            .record(RecordType::Stdin, 2, b"");
+        run(&mut conn, next.as_slice()).unwrap();
+        assert!(!conn.expects_input(), "the next request began after it");
+    }
+
+    #[test]
+    fn a_refused_request_may_still_send_its_streams() {
+        let refused = Wire::new().begin(1, Role::Unknown(9), false);
+        let mut conn: Connection = Connection::new(Config::new());
+        run(&mut conn, refused.as_slice()).unwrap();
+        assert!(conn.is_closed());
+        assert!(conn.expects_input());
+        assert!(!conn.awaits_input());
+    }
+
+    #[test]
+    fn a_record_cut_short_is_awaited() {
+        // An Authorizer whose params are complete is owed nothing; the
+        // STDIN record that comes all the same is, once it has begun.
+        let wire = Wire::new()
+            .begin(1, Role::Authorizer, true)
+            .record(RecordType::Params, 1, b"")
+            .record(RecordType::Stdin, 1, b"body");
+        let mut conn: Connection = Connection::new(Config::new());
+        let whole = run(&mut conn, &wire.as_slice()[..24]).unwrap();
+        assert_eq!(whole.unconsumed, 0);
+        assert!(!conn.awaits_input() && !conn.expects_input());
+        run(&mut conn, &wire.as_slice()[24..wire.len - 1]).unwrap();
+        assert!(conn.is_mid_record());
+        assert!(conn.awaits_input() && conn.expects_input());
     }
 
     #[test]

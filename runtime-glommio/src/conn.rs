@@ -226,9 +226,6 @@ pub(crate) struct State {
     served: u64,
     /// Close once no request is active (limit reached, or shutting down).
     pub(crate) closing: bool,
-    /// A request that ended its connection ended before its input did:
-    /// the web server may still be writing it, so the close lingers.
-    input_after_end: bool,
     /// A write failed: the web server is gone.
     broken: bool,
 }
@@ -282,11 +279,6 @@ impl Input {
         self.aborted = false;
         self.gone = None;
     }
-
-    fn open(&self, role: Role) -> bool {
-        self.gone.is_none()
-            && ((role.has_stdin() && !self.stdin_done) || (role == Role::Filter && !self.data_done))
-    }
 }
 
 impl Slot {
@@ -326,14 +318,6 @@ impl Slot {
         self.input.borrow_mut().reset();
         self.signal.fired.set(false);
         self.abort_signal.fired.set(false);
-    }
-
-    /// Whether the request still expects input from the web server.
-    pub(crate) fn input_open(&self) -> bool {
-        let input = self.input.borrow();
-        input.gone.is_none()
-            && !input.aborted
-            && (!self.params_done.get() || input.open(self.role.get()))
     }
 
     /// Copies the next bytes of the `kind` stream into `buf`; `None` when
@@ -401,7 +385,6 @@ impl Conn {
 
                 served: 0,
                 closing: false,
-                input_after_end: false,
                 broken: false,
             }),
             wake_reader: Signal::default(),
@@ -578,7 +561,6 @@ impl Conn {
     ) {
         let mut state = self.state.borrow_mut();
         state.slots.retain(|s| !Rc::ptr_eq(s, slot));
-        let input_open = slot.input_open();
         // Body chunks the handler left unread let go of their read blocks
         // now, not when the slot is next used: a kept connection whose
         // handler ignored a large body would otherwise have its blocks
@@ -598,10 +580,6 @@ impl Conn {
                 .is_some_and(|max| state.served >= max)
         {
             state.closing = true;
-            // A body the handler did not read, or the empty STDIN that
-            // Caddy writes after the params: closing under the web
-            // server's write would fail it (502).
-            state.input_after_end |= input_open;
         }
         let wake = state.closing || state.core.is_closed() || self.waiting_room.get();
         if state.slots.is_empty() {
@@ -726,10 +704,10 @@ async fn read_then_wait(conn: &Rc<Conn>, runner: &impl Runner) -> bool {
         .slots
         .retain(|slot| slot.spawned.get());
     let slots: Vec<Rc<Slot>> = conn.state.borrow().slots.clone();
-    let input_open = {
-        let state = conn.state.borrow();
-        state.core.is_mid_record() || state.input_after_end || slots.iter().any(|s| s.input_open())
-    };
+    // A body the handler did not read, the empty STDIN that Caddy writes
+    // after the params, a record cut short: closing under the web server's
+    // write would fail it (502).
+    let input_open = conn.state.borrow().core.expects_input();
     for slot in &slots {
         slot.input.borrow_mut().gone.get_or_insert(gone);
         slot.signal.notify();
@@ -970,7 +948,7 @@ async fn read_blocks(
             let state = conn.state.borrow();
             if state.slots.is_empty() {
                 Some(settings.idle_timeout)
-            } else if state.slots.iter().any(|s| s.input_open()) || state.core.is_mid_record() {
+            } else if state.core.awaits_input() {
                 Some(settings.read_timeout)
             } else {
                 None

@@ -89,17 +89,6 @@ struct Input {
     stdin_done: bool,
     data_done: bool,
     aborted: bool,
-    /// The request reads stdin (not an Authorizer).
-    has_stdin: bool,
-    /// The request reads a data stream (a Filter).
-    has_data: bool,
-}
-
-impl Input {
-    /// Whether the web server may still send input for the request.
-    fn open(&self) -> bool {
-        (self.has_stdin && !self.stdin_done) || (self.has_data && !self.data_done)
-    }
 }
 
 /// The memory a connection needs, kept for the next connection when one
@@ -301,10 +290,8 @@ impl Io {
     }
 
     /// Prepares the input side for a handler serving `request_id`.
-    pub(crate) fn start_request(&mut self, request_id: u16, role: Role) {
+    pub(crate) fn start_request(&mut self, request_id: u16) {
         self.input.request_id = request_id;
-        self.input.has_stdin = role.has_stdin();
-        self.input.has_data = role == Role::Filter;
         self.input.stdin.clear();
         self.input.data.clear();
         self.input.stdin_done = false;
@@ -584,7 +571,7 @@ impl Io {
         // empty STDIN comes with its params) though the handler never
         // asked for it: noting it now tells the close that the web server
         // sends nothing more, so no lingering close is needed.
-        if self.input.open() && self.has_buffered() {
+        if self.core.awaits_input() && self.has_buffered() {
             self.pump()?;
         }
         let out = std::mem::take(&mut self.out);
@@ -603,12 +590,14 @@ impl Io {
         self.eof || self.broken
     }
 
-    /// Whether closing now calls for a lingering close: the web server may
-    /// still be sending (a body the handler did not read, a record cut
-    /// short). Closing a socket with unread input is a reset, and nginx and
-    /// Apache then throw away the response they are reading (502/503).
+    /// Whether closing now calls for a lingering close: the web server is
+    /// there and may still be sending (the core's
+    /// [`Connection::expects_input`]: a body the handler did not read, a
+    /// record cut short). Closing a socket with unread input is a reset,
+    /// and nginx and Apache then throw away the response they are reading
+    /// (502/503).
     pub(crate) fn wants_linger(&self) -> bool {
-        !self.broken && !self.eof && (self.input.open() || self.core.is_mid_record())
+        !self.broken && !self.eof && self.core.expects_input()
     }
 
     /// Begins a lingering close: replies out, our sending side shut, and

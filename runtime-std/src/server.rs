@@ -1089,7 +1089,7 @@ fn run_request<H: Handler>(
     let params = params
         .as_deref()
         .ok_or_else(|| io::Error::other("a request without its params arena"))?;
-    io.start_request(request_id, role);
+    io.start_request(request_id);
     if aborted {
         // Aborted before its handler started: end it now (spec 5.4).
         return io.finish(output, 0);
