@@ -201,10 +201,13 @@ pub struct Connection<const REQS: usize = 1> {
     output: heapless::Vec<u8, OUTPUT_CAPACITY>,
     output_sent: usize,
     close_pending: bool,
-    /// A request ended (or was refused) while the web server still owed it
-    /// input, which may still be on its way; until the next BEGIN_REQUEST
-    /// with no request active.
-    input_after_end: bool,
+    /// Requests that ended (or were refused) while the web server could
+    /// still send them input: their streams are followed, though their
+    /// records are skipped, until they end or the id begins again.
+    ended: heapless::Vec<Slot, REQS>,
+    /// More of those than `ended` holds: the web server may still send
+    /// input until a BEGIN_REQUEST (without multiplexing, none active).
+    ended_overflow: bool,
     error: Option<ProtocolError>,
 }
 
@@ -250,18 +253,49 @@ struct Slot {
 }
 
 impl Slot {
-    /// Whether the web server still owes this request input: a stream its
-    /// role reads has not ended. A Responder reads PARAMS and STDIN, a
-    /// Filter also DATA (spec 6.2, 6.4); an Authorizer only PARAMS, since
-    /// web servers send it no STDIN or an empty one (spec 6.3). An abort
-    /// does not end the streams: the web server may still be sending them.
-    fn owes_input(&self) -> bool {
+    fn new(request_id: u16, body: BeginRequestBody) -> Slot {
+        Slot {
+            request_id,
+            role: body.role,
+            keep_conn: body.keep_conn(),
+            aborted: false,
+            receiving: Some(Stream::Params),
+        }
+    }
+
+    /// Whether the request waits for input the web server owes it: a
+    /// stream its role reads has not ended and it was not aborted. A
+    /// Responder reads PARAMS and STDIN, a Filter also DATA (spec 6.2,
+    /// 6.4), an Authorizer only PARAMS (spec 6.3: web servers send it no
+    /// STDIN, or an empty one).
+    fn awaits_input(&self) -> bool {
+        !self.aborted
+            && match self.receiving {
+                Some(Stream::Params) => true,
+                Some(Stream::Stdin) => self.role.has_stdin(),
+                Some(Stream::Data) => self.role == Role::Filter,
+                None => false,
+            }
+    }
+
+    /// Whether the web server may still send the request input: a stream
+    /// it may send has not ended, aborted or not. That includes the STDIN
+    /// an Authorizer may get after all; DATA only a Filter gets.
+    fn may_get_input(&self) -> bool {
         match self.receiving {
-            Some(Stream::Params) => true,
-            Some(Stream::Stdin) => self.role.has_stdin(),
+            Some(Stream::Params | Stream::Stdin) => true,
             Some(Stream::Data) => self.role == Role::Filter,
             None => false,
         }
+    }
+
+    /// Notes the end of the `kind` stream of an ended request (its records
+    /// are skipped): `false` once the web server can send it nothing more.
+    fn follow(&mut self, kind: Stream) -> bool {
+        if self.receiving == Some(kind) {
+            self.receiving = kind.next();
+        }
+        self.may_get_input()
     }
 }
 
@@ -423,7 +457,8 @@ impl<const REQS: usize> Connection<REQS> {
             output: heapless::Vec::new(),
             output_sent: 0,
             close_pending: false,
-            input_after_end: false,
+            ended: heapless::Vec::new(),
+            ended_overflow: false,
             error: None,
         }
     }
@@ -617,22 +652,33 @@ impl<const REQS: usize> Connection<REQS> {
     /// record is cut short. A runtime applies its read timeout while this
     /// holds.
     pub fn awaits_input(&self) -> bool {
-        self.is_mid_record() || self.requests.iter().any(Slot::owes_input)
+        self.is_mid_record() || self.requests.iter().any(Slot::awaits_input)
     }
 
-    /// Whether the web server may still send on this connection: it
-    /// [awaits input](Connection::awaits_input), or a request ended or was
-    /// refused before the web server had sent all its input (a body the
-    /// handler did not read, the empty STDIN some web servers send after
-    /// the answer has begun), until the next BEGIN_REQUEST finds no
-    /// request active.
+    /// Whether the web server may still send on this connection: a record
+    /// is cut short, or a stream it may send has not ended, for an active
+    /// request (aborted or not; an Authorizer's optional STDIN included) or
+    /// for one that ended or was refused before all its input came (a body
+    /// the handler did not read, the empty STDIN some web servers send
+    /// after the answer has begun). The streams of ended requests are
+    /// followed while their records are skipped.
     ///
     /// A runtime that closes the connection while this holds should close
     /// it lingering: shut its sending side, then read and drop what comes
     /// for a while. Closing a socket with unread input resets the
     /// connection, and the web server then loses the answer it is reading.
     pub fn expects_input(&self) -> bool {
-        self.input_after_end || self.awaits_input()
+        self.is_mid_record()
+            || self.ended_overflow
+            || !self.ended.is_empty()
+            || self.requests.iter().any(Slot::may_get_input)
+    }
+
+    /// Follows an ended request that may still get input.
+    fn keep_ended(&mut self, slot: Slot) {
+        if slot.may_get_input() && self.ended.push(slot).is_err() {
+            self.ended_overflow = true;
+        }
     }
 
     fn finish(
@@ -648,7 +694,7 @@ impl<const REQS: usize> Connection<REQS> {
         {
             let slot = self.requests.swap_remove(index);
             self.close_pending |= !slot.keep_conn;
-            self.input_after_end |= slot.owes_input();
+            self.keep_ended(slot);
         }
         let close = self.is_closed();
         output.end(app_status, protocol_status, close)
@@ -680,10 +726,13 @@ impl<const REQS: usize> Connection<REQS> {
         if self.slot(request_id).is_some() {
             return Err(self.fail(ProtocolError::DuplicateRequest(request_id)));
         }
-        if self.requests.is_empty() {
-            // The web server has moved on: what it owed requests that
-            // ended came before this record.
-            self.input_after_end = false;
+        // The id begins again: its earlier request's input is over.
+        self.ended.retain(|slot| slot.request_id != request_id);
+        if !self.config.multiplex && self.requests.is_empty() {
+            // One request at a time: the web server sent all it had for
+            // the ones before this one.
+            self.ended.clear();
+            self.ended_overflow = false;
         }
         let limit = if self.config.multiplex {
             usize::from(self.config.max_reqs_per_conn).min(REQS)
@@ -699,13 +748,7 @@ impl<const REQS: usize> Connection<REQS> {
                 Some(ProtocolStatus::CantMpxConn)
             }
         } else {
-            let slot = Slot {
-                request_id,
-                role: body.role,
-                keep_conn: body.keep_conn(),
-                aborted: false,
-                receiving: Some(Stream::Params),
-            };
+            let slot = Slot::new(request_id, body);
             self.requests
                 .push(slot)
                 .err()
@@ -720,8 +763,8 @@ impl<const REQS: usize> Connection<REQS> {
             .record(request_id);
             self.queue(&record);
             self.close_pending |= !body.keep_conn();
-            // Its PARAMS and STDIN may follow all the same.
-            self.input_after_end = true;
+            // Its streams may follow all the same.
+            self.keep_ended(Slot::new(request_id, body));
             return Ok(None);
         }
         Ok(Some(Event::Begin {
@@ -767,8 +810,15 @@ impl<const REQS: usize> Connection<REQS> {
                 .iter_mut()
                 .find(|slot| slot.request_id == request_id)
             {
-                // Inactive request ids are ignored (spec 3.3).
-                None => Target::Skip,
+                // Inactive request ids are ignored (spec 3.3), though the
+                // end of an ended request's stream is noted.
+                None => {
+                    if header.content_length == 0 {
+                        self.ended
+                            .retain_mut(|slot| slot.request_id != request_id || slot.follow(kind));
+                    }
+                    Target::Skip
+                }
                 Some(slot) if slot.receiving != Some(kind) => {
                     return Err(self.fail(ProtocolError::UnexpectedRecord {
                         record_type: header.record_type,
@@ -1691,25 +1741,31 @@ mod tests {
     }
 
     #[test]
-    fn an_authorizer_is_owed_only_its_params() {
+    fn an_authorizer_waits_for_its_params_and_may_get_a_stdin() {
         let params =
             Wire::new()
                 .begin(1, Role::Authorizer, true)
                 .record(RecordType::Params, 1, b"");
-        assert_eq!(input_owed(&params, false), (false, false));
+        assert_eq!(
+            input_owed(&params, false),
+            (true, false),
+            "no STDIN awaited, but lighttpd sends an empty one"
+        );
+        let stdin = params.record(RecordType::Stdin, 1, b"");
+        assert_eq!(input_owed(&stdin, false), (false, false));
     }
 
     #[test]
-    fn an_aborted_request_is_still_owed_its_streams() {
+    fn an_aborted_request_awaits_nothing_but_may_still_get_its_streams() {
         let aborted = Wire::new()
             .begin(1, Role::Responder, true)
             .record(RecordType::Params, 1, b"")
             .record(RecordType::AbortRequest, 1, b"");
-        assert_eq!(input_owed(&aborted, false), (true, true));
+        assert_eq!(input_owed(&aborted, false), (true, false));
     }
 
     #[test]
-    fn input_owed_to_an_ended_request_is_expected_until_the_next_begin() {
+    fn the_input_of_an_ended_request_is_followed_until_its_streams_end() {
         let params =
             Wire::new()
                 .begin(1, Role::Responder, false)
@@ -1721,39 +1777,121 @@ mod tests {
 
         let mut conn: Connection = Connection::new(Config::new());
         let kept = Wire::new()
-            .begin(1, Role::Responder, true)
+            .begin(1, Role::Filter, true)
             .record(RecordType::Params, 1, b"")
             .record(RecordType::Stdin, 1, b"unread");
         let mut events = run(&mut conn, kept.as_slice()).unwrap();
         conn.end_request(events.take_output(1), 0);
-        let rest = Wire::new().record(RecordType::Stdin, 1, b"");
-        run(&mut conn, rest.as_slice()).unwrap();
+        assert!(conn.expects_input() && !conn.awaits_input());
+        let rest =
+            Wire::new()
+                .record(RecordType::Stdin, 1, b"more")
+                .record(RecordType::Stdin, 1, b"");
+        let events = run(&mut conn, rest.as_slice()).unwrap();
         assert!(
-            conn.expects_input(),
-            "the ended request's records are skipped, not counted"
+            events.seen.is_empty(),
+            "an ended request's records are skipped"
         );
+        assert!(conn.expects_input(), "a Filter's DATA is still to come");
+        run(
+            &mut conn,
+            Wire::new().record(RecordType::Data, 1, b"").as_slice(),
+        )
+        .unwrap();
+        assert!(!conn.expects_input(), "its streams ended");
+    }
+
+    #[test]
+    fn without_multiplexing_a_new_request_means_the_ended_ones_are_over() {
+        let mut conn: Connection = Connection::new(Config::new());
+        let first = Wire::new()
+            .begin(1, Role::Responder, true)
+            .record(RecordType::Params, 1, b"");
+        let mut events = run(&mut conn, first.as_slice()).unwrap();
+        conn.end_request(events.take_output(1), 0);
+        assert!(conn.expects_input());
         let next = Wire::new()
             .begin(2, Role::Responder, true)
             .record(RecordType::Params, 2, b"")
             .record(RecordType::Stdin, 2, b"");
         run(&mut conn, next.as_slice()).unwrap();
-        assert!(!conn.expects_input(), "the next request began after it");
+        assert!(!conn.expects_input());
+    }
+
+    #[test]
+    fn with_multiplexing_an_ended_request_is_followed_past_other_begins() {
+        let config = Config {
+            multiplex: true,
+            ..Config::new()
+        };
+        let mut conn: Connection<4> = Connection::new(config);
+        let first = Wire::new()
+            .begin(1, Role::Responder, true)
+            .record(RecordType::Params, 1, b"");
+        let mut events = run(&mut conn, first.as_slice()).unwrap();
+        conn.end_request(events.take_output(1), 0);
+        let second = Wire::new()
+            .begin(2, Role::Responder, true)
+            .record(RecordType::Params, 2, b"")
+            .record(RecordType::Stdin, 2, b"");
+        run(&mut conn, second.as_slice()).unwrap();
+        assert!(!conn.awaits_input());
+        assert!(conn.expects_input(), "request 1's STDIN may still come");
+        run(
+            &mut conn,
+            Wire::new().record(RecordType::Stdin, 1, b"").as_slice(),
+        )
+        .unwrap();
+        assert!(!conn.expects_input());
+
+        // An id that begins again ends what its earlier request was owed.
+        let mut events = run(
+            &mut conn,
+            Wire::new().begin(3, Role::Responder, true).as_slice(),
+        )
+        .unwrap();
+        conn.end_request(events.take_output(3), 0);
+        assert!(conn.expects_input());
+        let again = Wire::new()
+            .begin(3, Role::Responder, true)
+            .record(RecordType::Params, 3, b"")
+            .record(RecordType::Stdin, 3, b"");
+        run(&mut conn, again.as_slice()).unwrap();
+        assert!(!conn.expects_input());
     }
 
     #[test]
     fn a_refused_request_may_still_send_its_streams() {
-        let refused = Wire::new().begin(1, Role::Unknown(9), false);
+        // Without KEEP_CONN the connection is done: the runtime closes it,
+        // lingering, while the web server may still be sending.
         let mut conn: Connection = Connection::new(Config::new());
-        run(&mut conn, refused.as_slice()).unwrap();
+        run(
+            &mut conn,
+            Wire::new().begin(1, Role::Unknown(9), false).as_slice(),
+        )
+        .unwrap();
         assert!(conn.is_closed());
-        assert!(conn.expects_input());
-        assert!(!conn.awaits_input());
+        assert!(conn.expects_input() && !conn.awaits_input());
+        // With KEEP_CONN its streams are followed to their ends.
+        let mut conn: Connection = Connection::new(Config::new());
+        run(
+            &mut conn,
+            Wire::new().begin(1, Role::Unknown(9), true).as_slice(),
+        )
+        .unwrap();
+        assert!(conn.expects_input() && !conn.awaits_input());
+        let streams =
+            Wire::new()
+                .record(RecordType::Params, 1, b"")
+                .record(RecordType::Stdin, 1, b"");
+        run(&mut conn, streams.as_slice()).unwrap();
+        assert!(!conn.expects_input());
     }
 
     #[test]
     fn a_record_cut_short_is_awaited() {
-        // An Authorizer whose params are complete is owed nothing; the
-        // STDIN record that comes all the same is, once it has begun.
+        // An Authorizer whose params are complete awaits nothing; the
+        // STDIN record that comes all the same is awaited once begun.
         let wire = Wire::new()
             .begin(1, Role::Authorizer, true)
             .record(RecordType::Params, 1, b"")
@@ -1761,7 +1899,7 @@ mod tests {
         let mut conn: Connection = Connection::new(Config::new());
         let whole = run(&mut conn, &wire.as_slice()[..24]).unwrap();
         assert_eq!(whole.unconsumed, 0);
-        assert!(!conn.awaits_input() && !conn.expects_input());
+        assert!(!conn.awaits_input());
         run(&mut conn, &wire.as_slice()[24..wire.len - 1]).unwrap();
         assert!(conn.is_mid_record());
         assert!(conn.awaits_input() && conn.expects_input());

@@ -571,7 +571,7 @@ impl Io {
         // empty STDIN comes with its params) though the handler never
         // asked for it: noting it now tells the close that the web server
         // sends nothing more, so no lingering close is needed.
-        if self.core.awaits_input() && self.has_buffered() {
+        if self.core.expects_input() && self.has_buffered() {
             self.pump()?;
         }
         let out = std::mem::take(&mut self.out);
