@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Checks the results of a `compare.sh --smoke` run (JSON lines): every app
-answered in every scenario, every answer checked and none wrong. Speeds are
+answered in every scenario and round, with no errors: fcgi-load checks each
+answer (status, body, one END_REQUEST); wrk, through nginx and Caddy, counts
+answers that are not 2xx or 3xx and socket errors. Speeds are
 not checked: one second on a shared machine says nothing about them. The
 one failure the comparison expects is listed below with its reason.
 
@@ -22,23 +24,25 @@ for line in open(path):
     line = line.strip()
     if line:
         r = json.loads(line)
-        results[(r["app"], r["scenario"])] = r
+        results.setdefault((r["app"], r["scenario"]), []).append(r)
 
 failures = []
 for scenario in scenarios:
     for app in apps:
-        r = results.get((app, scenario))
-        if r is None:
+        rounds = results.get((app, scenario), [])
+        if not rounds:
             failures.append(f"{app} {scenario}: no result")
-        elif r["requests"] == 0:
-            failures.append(f"{app} {scenario}: no request answered")
-        elif r["errors"] and (app, scenario) not in EXPECTED_ERRORS:
-            failures.append(f"{app} {scenario}: {r['errors']} errors in {r['requests']} requests")
-        elif r["errors"]:
-            print(f"smoke: {app} {scenario}: {r['errors']} errors, expected: {EXPECTED_ERRORS[(app, scenario)]}")
+        for r in rounds:
+            where = f"{app} {scenario} round {r.get('round', '?')}"
+            if r["requests"] == 0:
+                failures.append(f"{where}: no request answered")
+            elif r["errors"] and (app, scenario) not in EXPECTED_ERRORS:
+                failures.append(f"{where}: {r['errors']} errors in {r['requests']} requests")
+            elif r["errors"]:
+                print(f"smoke: {where}: {r['errors']} errors, expected: {EXPECTED_ERRORS[(app, scenario)]}")
 
 for failure in failures:
     print(f"smoke FAILED: {failure}", file=sys.stderr)
 if failures:
     sys.exit(1)
-print(f"smoke: {len(apps)} apps answered in {len(scenarios)} scenarios, every answer correct")
+print(f"smoke: {len(apps)} apps answered in {len(scenarios)} scenarios without errors")

@@ -14,6 +14,10 @@ async fn main() {
     // SAFETY: fd 0 is the listening socket spawn-fcgi passed; nothing else
     // in this process uses it.
     let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(0) };
+    // A tty or a pipe on fd 0 would make every accept fail at once.
+    listener
+        .local_addr()
+        .expect("fd 0 is not a listening Unix socket: start this with spawn-fcgi");
     listener
         .set_nonblocking(true)
         .expect("fd 0 is not a listening Unix socket: start this with spawn-fcgi");
