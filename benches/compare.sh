@@ -92,14 +92,15 @@ start_app() {
   # Every app but PHP-FPM (which has its own master process) serves the
   # listening socket on fd 0, the FastCGI way: spawn-fcgi makes the socket
   # and, with -n, execs the app in its own process, so $! is the app.
+  spawn() { taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$@" 2>"$work/app.log" & }
   case "$name" in
-    least) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$bin/fcgi-least" 2>"$work/app.log" & ;;
-    std) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$bin/hello" 2>"$work/app.log" & ;;
-    glommio) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$bin/hello-async" 2>"$work/app.log" & ;;
+    least) spawn "$bin/fcgi-least" ;;
+    std) spawn "$bin/hello" ;;
+    glommio) spawn "$bin/hello-async" ;;
     # libfcgi serves one kept connection per thread: as many as connections.
-    libfcgi) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$work/libfcgi-hello" 64 2>"$work/app.log" & ;;
-    go) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$work/go-hello" 2>"$work/app.log" & ;;
-    tokio) taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$root/benches/competitors/tokio-fastcgi/target/release/tokio-fastcgi-hello" 2>"$work/app.log" & ;;
+    libfcgi) spawn "$work/libfcgi-hello" 64 ;;
+    go) spawn "$work/go-hello" ;;
+    tokio) spawn "$root/benches/competitors/tokio-fastcgi/target/release/tokio-fastcgi-hello" ;;
     php)
       cat > "$work/php-fpm.conf" <<EOF
 [global]
