@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +20,6 @@ use crate::client::Addr;
 
 /// A running web server.
 pub struct WebServer {
-    name: &'static str,
     child: Child,
     port: u16,
     dir: TempDir,
@@ -58,6 +57,37 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port between {LOW} and {}", LOW + SPAN);
+}
+
+/// How many times a server that failed to start (another process took its
+/// port first) is started again on another port before the test fails.
+pub const START_ATTEMPTS: usize = 3;
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`,
+/// read from `/proc/net/tcp` and `/proc/<pid>/fd`: readiness that another
+/// process on the same port cannot fake.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    // /proc prints the address as the in-memory 32-bit word, in hex.
+    let local = format!("{:08X}:{port:04X}", u32::from_ne_bytes([127, 0, 0, 1]));
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let inode = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&LISTEN))
+            .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+            .flatten()
+    });
+    let Some(inode) = inode else {
+        return false;
+    };
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == inode.as_str())
+    })
 }
 
 /// The path of a system binary, or a panic naming the package to install.
@@ -106,20 +136,49 @@ fn open_up(path: &Path) {
 impl SpawnFcgi {
     /// Starts example `name` through `spawn-fcgi -n` on a Unix socket or a
     /// TCP port, with extra environment variables.
+    ///
+    /// On TCP, a port another process took after [`free_port`] chose it
+    /// makes spawn-fcgi fail to bind; the app is then started again on
+    /// another port, up to [`START_ATTEMPTS`] times.
     pub fn start(name: &str, unix: bool, env: &[(&str, &str)]) -> SpawnFcgi {
+        if unix {
+            return SpawnFcgi::launch(name, None, env)
+                .unwrap_or_else(|why| panic!("spawn-fcgi {name}: {why}"));
+        }
+        let mut failures = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match SpawnFcgi::launch(name, Some(free_port()), env) {
+                Ok(app) => return app,
+                Err(why) => {
+                    eprintln!("spawn-fcgi {name}: {why}; trying another port");
+                    failures.push_str(&why);
+                    failures.push('\n');
+                }
+            }
+        }
+        panic!("spawn-fcgi {name} did not start in {START_ATTEMPTS} attempts:\n{failures}");
+    }
+
+    /// Starts example `name` through `spawn-fcgi -n` once: on TCP port
+    /// `port` of 127.0.0.1, or on a Unix socket when `None`. An error if
+    /// spawn-fcgi exits before the app listens, as when the port is taken.
+    pub fn launch(
+        name: &str,
+        port: Option<u16>,
+        env: &[(&str, &str)],
+    ) -> Result<SpawnFcgi, String> {
         let spawn = require("spawn-fcgi", "spawn-fcgi");
         let dir = TempDir::new(&format!("spawn-{name}"));
         open_up(dir.path());
         let mut command = Command::new(spawn);
         command.arg("-n");
-        let addr = if unix {
+        let addr = if let Some(port) = port {
+            command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+            Addr::Tcp(format!("127.0.0.1:{port}"))
+        } else {
             let path = dir.path().join("app.sock");
             command.arg("-s").arg(&path).args(["-M", "0666"]);
             Addr::Unix(path)
-        } else {
-            let port = free_port();
-            command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
-            Addr::Tcp(format!("127.0.0.1:{port}"))
         };
         command.arg("--").arg(example_bin(name));
         command
@@ -136,22 +195,29 @@ impl SpawnFcgi {
             addr,
             _dir: dir,
         };
-        app.wait_listening();
-        app
+        app.wait_listening()?;
+        Ok(app)
     }
 
-    fn wait_listening(&mut self) {
+    /// Waits until the app listens. On TCP, a connection that succeeds is
+    /// not enough: another process could hold the port (spawn-fcgi then
+    /// fails to bind, and the test would talk to a stranger), so the
+    /// listening socket must be the app's own.
+    fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let up = match &self.addr {
                 Addr::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
-                Addr::Tcp(addr) => TcpStream::connect(addr).is_ok(),
+                Addr::Tcp(addr) => addr
+                    .rsplit_once(':')
+                    .and_then(|(_, port)| port.parse().ok())
+                    .is_some_and(|port| listens_on(self.child.id(), port)),
             };
             if up {
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("spawn-fcgi exited: {status}");
+                return Err(format!("spawn-fcgi exited ({status})"));
             }
             assert!(
                 Instant::now() < deadline,
@@ -164,6 +230,11 @@ impl SpawnFcgi {
     /// Where the app listens.
     pub fn addr(&self) -> &Addr {
         &self.addr
+    }
+
+    /// The app's process id (spawn-fcgi's, which became the app).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -181,8 +252,7 @@ impl WebServer {
     pub fn nginx(routes: &[(&str, &Addr)], keep_conn: bool) -> WebServer {
         let nginx = require("nginx", "nginx");
         let dir = TempDir::new("nginx");
-        let port = free_port();
-        let d = dir.path().display();
+        let d = dir.path().display().to_string();
         let keepalive = if keep_conn { "keepalive 8;" } else { "" };
         let keep = if keep_conn { "on" } else { "off" };
         let mut upstreams = String::new();
@@ -207,10 +277,11 @@ impl WebServer {
 "
             );
         }
-        // As root, a single process that stays root can reach any socket.
-        let user = if is_root() { "user root root;\n" } else { "" };
-        let conf = format!(
-            "{user}worker_processes 1;
+        WebServer::start("nginx", dir, "error.log", |dir, port| {
+            // As root, a single process that stays root can reach any socket.
+            let user = if is_root() { "user root root;\n" } else { "" };
+            let conf = format!(
+                "{user}worker_processes 1;
 daemon off;
 master_process off;
 pid {d}/nginx.pid;
@@ -231,17 +302,18 @@ http {{
 {locations}    }}
 }}
 "
-        );
-        let conf_path = write_config(&dir, "nginx.conf", &conf);
-        let mut command = Command::new(nginx);
-        command
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.path().join("error.log"));
-        WebServer::start("nginx", command, port, dir, "error.log")
+            );
+            let conf_path = write_config(dir, "nginx.conf", &conf);
+            let mut command = Command::new(&nginx);
+            command
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf_path)
+                .arg("-e")
+                .arg(dir.path().join("error.log"));
+            command
+        })
     }
 
     /// lighttpd spawning each example itself (`bin-path`, the listening
@@ -251,8 +323,7 @@ http {{
     pub fn lighttpd(routes: &[(&str, &str)], env: &[(&str, &str)]) -> WebServer {
         let lighttpd = require("lighttpd", "lighttpd");
         let dir = TempDir::new("lighttpd");
-        let port = free_port();
-        let d = dir.path().display();
+        let d = dir.path().display().to_string();
         let env_list: Vec<String> = env
             .iter()
             .map(|(k, v)| format!("\"{k}\" => \"{v}\""))
@@ -279,8 +350,9 @@ http {{
                 env = env_list.join(", "),
             );
         }
-        let conf = format!(
-            "server.modules = (\"mod_fastcgi\")
+        WebServer::start("lighttpd", dir, "error.log", |dir, port| {
+            let conf = format!(
+                "server.modules = (\"mod_fastcgi\")
 server.document-root = \"{d}/docroot\"
 server.bind = \"127.0.0.1\"
 server.port = {port}
@@ -291,11 +363,12 @@ server.max-request-size = 65536
 fastcgi.server = (
 {servers})
 "
-        );
-        let conf_path = write_config(&dir, "lighttpd.conf", &conf);
-        let mut command = Command::new(lighttpd);
-        command.arg("-D").arg("-f").arg(&conf_path);
-        WebServer::start("lighttpd", command, port, dir, "error.log")
+            );
+            let conf_path = write_config(dir, "lighttpd.conf", &conf);
+            let mut command = Command::new(&lighttpd);
+            command.arg("-D").arg("-f").arg(&conf_path);
+            command
+        })
     }
 
     /// Apache 2.4 (event MPM, one process with `-X`) with mod_proxy_fcgi
@@ -306,8 +379,7 @@ fastcgi.server = (
         let apache = require("apache2", "apache2");
         let dir = TempDir::new("apache");
         open_up(dir.path());
-        let port = free_port();
-        let d = dir.path().display();
+        let d = dir.path().display().to_string();
         let modules = "/usr/lib/apache2/modules";
         let reuse = if reuse { "on" } else { "off" };
         let mut proxies = String::new();
@@ -322,8 +394,9 @@ fastcgi.server = (
                 "ProxyPass \"{prefix}\" \"{target}\" enablereuse={reuse}"
             );
         }
-        let conf = format!(
-            "ServerRoot {d}
+        WebServer::start("apache", dir, "error.log", |dir, port| {
+            let conf = format!(
+                "ServerRoot {d}
 ServerName localhost
 Listen 127.0.0.1:{port}
 DefaultRuntimeDir {d}/run
@@ -340,15 +413,16 @@ Group nogroup
 DocumentRoot {d}/docroot
 LimitRequestBody 0
 {proxies}"
-        );
-        let conf_path = write_config(&dir, "httpd.conf", &conf);
-        for sub in ["docroot", "run"] {
-            std::fs::create_dir_all(dir.path().join(sub)).expect("apache dirs");
-            open_up(&dir.path().join(sub));
-        }
-        let mut command = Command::new(apache);
-        command.arg("-X").arg("-f").arg(&conf_path);
-        WebServer::start("apache", command, port, dir, "error.log")
+            );
+            let conf_path = write_config(dir, "httpd.conf", &conf);
+            for sub in ["docroot", "run"] {
+                std::fs::create_dir_all(dir.path().join(sub)).expect("apache dirs");
+                open_up(&dir.path().join(sub));
+            }
+            let mut command = Command::new(&apache);
+            command.arg("-X").arg("-f").arg(&conf_path);
+            command
+        })
     }
 
     /// Caddy 2 with its FastCGI transport (`reverse_proxy` with
@@ -358,8 +432,7 @@ LimitRequestBody 0
     pub fn caddy(routes: &[(&str, &Addr)]) -> WebServer {
         let caddy = require("caddy", "caddy");
         let dir = TempDir::new("caddy");
-        let port = free_port();
-        let d = dir.path().display();
+        let d = dir.path().display().to_string();
         let mut handles = String::new();
         for (prefix, app) in routes {
             let upstream = match app {
@@ -376,8 +449,9 @@ LimitRequestBody 0
 "
             );
         }
-        let conf = format!(
-            "{{
+        WebServer::start("caddy", dir, "error.log", |dir, port| {
+            let conf = format!(
+                "{{
 \tadmin off
 \tauto_https off
 \tstorage file_system {d}/data
@@ -391,72 +465,65 @@ http://:{port} {{
 \troot * {d}/docroot
 {handles}}}
 "
-        );
-        let conf_path = write_config(&dir, "Caddyfile", &conf);
-        let mut command = Command::new(caddy);
-        command
-            .arg("run")
-            .arg("--adapter")
-            .arg("caddyfile")
-            .arg("--config")
-            .arg(&conf_path)
-            // Where Caddy keeps its own files: not the user's home.
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .env("XDG_DATA_HOME", dir.path().join("data"));
-        WebServer::start("caddy", command, port, dir, "error.log")
+            );
+            let conf_path = write_config(dir, "Caddyfile", &conf);
+            let mut command = Command::new(&caddy);
+            command
+                .arg("run")
+                .arg("--adapter")
+                .arg("caddyfile")
+                .arg("--config")
+                .arg(&conf_path)
+                // Where Caddy keeps its own files: not the user's home.
+                .env("XDG_CONFIG_HOME", dir.path().join("config"))
+                .env("XDG_DATA_HOME", dir.path().join("data"));
+            command
+        })
     }
 
+    /// Starts the web server that `command` makes for a port (writing its
+    /// configuration into `dir`), on a port from [`free_port`]. If it exits
+    /// before it listens (another process took the port first), it is
+    /// started again on another port, up to [`START_ATTEMPTS`] times.
     fn start(
         name: &'static str,
-        mut command: Command,
-        port: u16,
         dir: TempDir,
         log: &str,
+        command: impl Fn(&TempDir, u16) -> Command,
     ) -> WebServer {
-        // Its own process group: a web server that signals its group on the
-        // way out (Apache's prefork MPM does) must not hit the test runner.
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let log = dir.path().join(log);
-        let mut server = WebServer {
-            name,
-            child,
-            port,
-            dir,
-            log,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = self.child.stderr.take() {
-                    let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
+        let mut failures = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let mut command = command(&dir, port);
+            // Its own process group: a web server that signals its group on
+            // the way out (Apache's prefork MPM does) must not hit the test
+            // runner.
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .process_group(0);
+            let mut child = command
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {name}: {e}"));
+            match wait_ready(name, &mut child, port, &log) {
+                Ok(()) => {
+                    return WebServer {
+                        child,
+                        port,
+                        dir,
+                        log,
+                    };
                 }
-                panic!(
-                    "{} exited ({status}): {stderr}\n{}",
-                    self.name,
-                    self.log_text()
-                );
+                Err(why) => {
+                    eprintln!("{name} on port {port}: {why}; trying another port");
+                    failures.push_str(&why);
+                    failures.push('\n');
+                }
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not start: {}",
-                self.name,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(25));
         }
+        panic!("{name} did not start in {START_ATTEMPTS} attempts:\n{failures}");
     }
 
     /// The HTTP port on 127.0.0.1.
@@ -474,6 +541,33 @@ http://:{port} {{
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Waits until web server `child` listens on `port` itself: a connection
+/// that succeeds could reach another process holding the port. Its exit
+/// before that is an error carrying its stderr and `log`.
+fn wait_ready(name: &str, child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+    while !listens_on(child.id(), port) {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            return Err(format!(
+                "{name} exited ({status}): {stderr}\n{}",
+                log_text()
+            ));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not start: {}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(())
 }
 
 impl Drop for WebServer {

@@ -12,7 +12,7 @@ use std::thread;
 
 use simple_fastcgi_tests::client::Addr;
 use simple_fastcgi_tests::http::{self, HttpResponse};
-use simple_fastcgi_tests::web::{SpawnFcgi, WebServer};
+use simple_fastcgi_tests::web::{SpawnFcgi, WebServer, listens_on};
 use simple_fastcgi_tests::wire::pattern;
 
 mod common;
@@ -305,4 +305,29 @@ fn std_lighttpd_authorizer() {
     .unwrap();
     assert_ne!(posted.status, 401);
     assert_ne!(posted.status, 500, "{}", web.log_text());
+}
+
+/// A port another process listens on is never mistaken for the app's: a
+/// CI run once had a stranger on the port chosen for spawn-fcgi, which then
+/// failed to bind, while the test's connection reached the stranger and
+/// the web server later found nobody there. Starting must report it, and
+/// `SpawnFcgi::start` then tries another port.
+#[test]
+fn a_taken_port_is_not_mistaken_for_the_app() {
+    let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = stranger.local_addr().unwrap().port();
+    assert!(listens_on(std::process::id(), port));
+    let taken = SpawnFcgi::launch("hello", Some(port), &[]);
+    assert!(taken.is_err(), "the app started on a taken port");
+    drop(stranger);
+    assert!(!listens_on(std::process::id(), port));
+    let app = SpawnFcgi::start("hello", false, &[]);
+    let Addr::Tcp(addr) = app.addr() else {
+        panic!("not on TCP: {:?}", app.addr());
+    };
+    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert!(
+        listens_on(app.pid(), port),
+        "the app does not hold its port"
+    );
 }
