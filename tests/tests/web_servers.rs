@@ -317,6 +317,7 @@ fn a_taken_port_is_not_mistaken_for_the_app() {
     let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = stranger.local_addr().unwrap().port();
     assert!(listens_on(std::process::id(), port));
+    eprintln!("a_taken_port_is_not_mistaken_for_the_app: spawn-fcgi is to fail to bind");
     let taken = SpawnFcgi::launch("hello", Some(port), &[]);
     assert!(taken.is_err(), "the app started on a taken port");
     drop(stranger);
