@@ -278,6 +278,11 @@ fn stdin_sent_after_the_answer_is_taken_before_the_close() {
 }
 
 #[test]
+fn input_of_a_refused_request_is_taken_before_the_close() {
+    common::input_of_a_refused_request_is_taken_before_the_close(Runtime::Std);
+}
+
+#[test]
 fn fileno_names_the_listening_socket_until_it_closes() {
     common::fileno_names_the_listening_socket_until_it_closes(common::FilenoApi {
         make: |listener| {

@@ -205,6 +205,33 @@ pub fn stdin_sent_after_the_answer_is_taken_before_the_close(rt: Runtime) {
     }
 }
 
+/// A request refused for its unknown role, without KEEP_CONN, whose params
+/// and STDIN the web server writes only after the refusal came: the app
+/// takes them before it closes (the core still expects the refused
+/// request's streams), or those writes fail with a broken pipe.
+pub fn input_of_a_refused_request_is_taken_before_the_close(rt: Runtime) {
+    let app = App::spawn(rt.app("hello"), Transport::Unix, &[]);
+    for _ in 0..5 {
+        let mut client = Client::connect(app.addr()).unwrap();
+        client.set_timeout(Duration::from_secs(5)).unwrap();
+        client
+            .send_wire(&Wire::new().begin(1, Role::Unknown(7), false))
+            .unwrap();
+        let response = client.read_response(1).unwrap();
+        assert_eq!(response.protocol_status, Some(ProtocolStatus::UnknownRole));
+        // Time for an app that closes at once to have closed.
+        thread::sleep(Duration::from_millis(50));
+        let rest = Wire::new()
+            .params(1, &nginx_params())
+            .stdin(1, &[b'x'; 70_000]);
+        client
+            .send_wire(&rest)
+            .expect("the refused request's input taken, not refused");
+        client.shutdown_write().unwrap();
+        assert!(client.is_closed_by_peer());
+    }
+}
+
 /// How a runtime's server and its handle are reached, for
 /// [`fileno_names_the_listening_socket_until_it_closes`].
 pub struct FilenoApi<S, H> {
