@@ -3,7 +3,7 @@
 //! in the foreground, and stopped on drop.
 //!
 //! The binaries come from Debian's packages (`.ci/run` installs them:
-//! `apt-get install nginx lighttpd apache2 caddy spawn-fcgi`). A test that needs one
+//! `apt-get install nginx lighttpd apache2 libapache2-mod-fcgid caddy spawn-fcgi`). A test that needs one
 //! that is missing fails and says which package to install.
 
 use std::fmt::Write as _;
@@ -58,6 +58,10 @@ pub fn free_port() -> u16 {
     }
     panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
+
+/// The environment variable a web server that spawns its apps passes them,
+/// naming its directory (see [`WebServer::spawned_apps`]).
+pub const SPAWNED_BY: &str = "SFCGI_TEST_SPAWNED_BY";
 
 /// How many times a server that failed to start (another process took its
 /// port first) is started again on another port before the test fails.
@@ -425,6 +429,71 @@ LimitRequestBody 0
         })
     }
 
+    /// Apache 2.4 (event MPM, one process with `-X`) with mod_fcgid
+    /// spawning each example itself for its `(prefix, example)` route
+    /// (`FcgidWrapper … virtual`): the listening Unix socket on the app's
+    /// fd 0, as many processes of an app as the load asks for, run as
+    /// `nobody`, and stopped with Apache. Every app gets
+    /// [`SPAWNED_BY`]` = <this server's directory>` in its environment, so
+    /// that [`WebServer::spawned_apps`] finds them.
+    pub fn apache_fcgid(routes: &[(&str, &str)]) -> WebServer {
+        let apache = require("apache2", "apache2");
+        let module = Path::new("/usr/lib/apache2/modules/mod_fcgid.so");
+        assert!(
+            module.exists(),
+            "mod_fcgid is not installed: these tests need it \
+             (apt-get install libapache2-mod-fcgid; .ci/run does)"
+        );
+        let dir = TempDir::new("apache-fcgid");
+        open_up(dir.path());
+        let d = dir.path().display().to_string();
+        let modules = "/usr/lib/apache2/modules";
+        let mut locations = String::new();
+        for (prefix, name) in routes {
+            let _ = write!(
+                locations,
+                "<Location \"{prefix}\">
+    SetHandler fcgid-script
+    Options +ExecCGI
+    FcgidWrapper \"{app}\" virtual
+</Location>
+",
+                app = example_bin(name).display(),
+            );
+        }
+        for sub in ["docroot", "run", "fcgid"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("apache dirs");
+            open_up(&dir.path().join(sub));
+        }
+        WebServer::start("apache", dir, "error.log", |dir, port| {
+            let conf = format!(
+                "ServerRoot {d}
+ServerName localhost
+Listen 127.0.0.1:{port}
+DefaultRuntimeDir {d}/run
+PidFile {d}/run/apache.pid
+ErrorLog {d}/error.log
+LogLevel warn
+Mutex file:{d}/run default
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule fcgid_module {modules}/mod_fcgid.so
+User nobody
+Group nogroup
+DocumentRoot {d}/docroot
+FcgidIPCDir {d}/fcgid
+FcgidProcessTableFile {d}/run/fcgid_shm
+FcgidMaxRequestLen 67108864
+FcgidInitialEnv {SPAWNED_BY} {d}
+{locations}"
+            );
+            let conf_path = write_config(dir, "httpd.conf", &conf);
+            let mut command = Command::new(&apache);
+            command.arg("-X").arg("-f").arg(&conf_path);
+            command
+        })
+    }
+
     /// Caddy 2 with its FastCGI transport (`reverse_proxy` with
     /// `transport fastcgi`) forwarding each `(prefix, app)`, the document
     /// root as DOCUMENT_ROOT. No admin endpoint, no HTTPS, its state in the
@@ -524,6 +593,24 @@ http://:{port} {{
             }
         }
         panic!("{name} did not start in {START_ATTEMPTS} attempts:\n{failures}");
+    }
+
+    /// The processes that have `SPAWNED_BY` set to this server's
+    /// directory: the apps a web server that spawns its apps started.
+    pub fn spawned_apps(&self) -> Vec<u32> {
+        let tag = format!("{SPAWNED_BY}={}", self.dir.path().display());
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        procs
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                    environ.split(|&b| b == 0).any(|var| var == tag.as_bytes())
+                })
+            })
+            .collect()
     }
 
     /// The HTTP port on 127.0.0.1.

@@ -1,11 +1,12 @@
 //! The examples of both runtimes behind real web servers, each started by
-//! the test with a generated configuration: nginx (apps started by spawn-fcgi,
-//! Unix and TCP, fastcgi_keep_conn on and off), lighttpd (spawning the apps
-//! itself with bin-path, the socket on fd 0), Apache (mod_proxy_fcgi, with
-//! and without connection reuse) and Caddy (its FastCGI transport, Unix and
-//! TCP). Through each: GET with a query and UTF-8,
-//! POST bodies of 0 B, 64 KiB and 16 MiB through `mirror` compared byte for
-//! byte, a streamed directory listing, redirects, many concurrent clients.
+//! the test with a generated configuration: nginx (apps started by
+//! spawn-fcgi, Unix and TCP, fastcgi_keep_conn on and off), lighttpd
+//! (spawning the apps itself with bin-path, the socket on fd 0), Apache
+//! (mod_proxy_fcgi, with and without connection reuse, and mod_fcgid
+//! spawning the apps itself) and Caddy (its FastCGI transport, Unix and
+//! TCP). Through each: GET with a query and UTF-8, POST bodies of 0 B,
+//! 64 KiB and 16 MiB through `mirror` compared byte for byte, a streamed
+//! directory listing, redirects, many concurrent clients.
 
 use std::collections::BTreeSet;
 use std::thread;
@@ -188,6 +189,11 @@ fn std_lighttpd_spawning_apps_on_fd_0() {
 }
 
 #[test]
+fn std_apache_fcgid_spawning_apps_on_fd_0() {
+    fcgid_suite(Runtime::Std);
+}
+
+#[test]
 fn std_apache_unix_with_reuse() {
     let apps = spawn_apps(Runtime::Std, true);
     suite(&WebServer::apache(&routes(&apps), true));
@@ -226,6 +232,11 @@ fn glommio_nginx_tcp_without_keep_conn() {
 #[test]
 fn glommio_lighttpd_spawning_apps_on_fd_0() {
     suite(&WebServer::lighttpd(&apps(Runtime::Glommio), &[]));
+}
+
+#[test]
+fn glommio_apache_fcgid_spawning_apps_on_fd_0() {
+    fcgid_suite(Runtime::Glommio);
 }
 
 #[test]
@@ -305,6 +316,38 @@ fn std_lighttpd_authorizer() {
     .unwrap();
     assert_ne!(posted.status, 401);
     assert_ne!(posted.status, 500, "{}", web.log_text());
+}
+
+/// Apache's mod_fcgid spawning the apps of `rt` itself (the socket on
+/// fd 0, several processes of an app under load, run as `nobody`): the
+/// suite passes, and the apps stop when Apache stops (mod_fcgid sends
+/// them SIGTERM; they drain and exit).
+fn fcgid_suite(rt: Runtime) {
+    let web = WebServer::apache_fcgid(&apps(rt));
+    suite(&web);
+    let spawned = web.spawned_apps();
+    assert!(
+        spawned.len() >= apps(rt).len(),
+        "fewer apps than routes: {spawned:?}"
+    );
+    drop(web);
+    let alive = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while spawned.iter().any(alive) && std::time::Instant::now() < deadline {
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let left: Vec<u32> = spawned.into_iter().filter(alive).collect();
+    for pid in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(left.is_empty(), "apps outlived Apache by 10 s: {left:?}");
 }
 
 /// A port another process listens on is never mistaken for the app's: a
