@@ -41,6 +41,31 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<HttpResponse> {
+    send(port, method, path, headers, body, 1, Duration::ZERO)
+}
+
+/// `POST path` with `body`, written in `pieces` parts with `pause` before
+/// each: a client on a slow network.
+pub fn post_slowly(
+    port: u16,
+    path: &str,
+    body: &[u8],
+    pieces: usize,
+    pause: Duration,
+) -> io::Result<HttpResponse> {
+    let headers = [("Content-Type", "application/octet-stream")];
+    send(port, "POST", path, &headers, body, pieces, pause)
+}
+
+fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    pieces: usize,
+    pause: Duration,
+) -> io::Result<HttpResponse> {
     let stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.set_write_timeout(Some(Duration::from_secs(60)))?;
@@ -55,9 +80,16 @@ pub fn request(
     // The body is written from another thread while the response is read:
     // servers may answer before they have read it all.
     let mut writer = stream.try_clone()?;
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    let sending = std::thread::spawn(move || writer.write_all(&bytes));
+    let body = body.to_vec();
+    let piece = body.len().div_ceil(pieces.max(1)).max(1);
+    let sending = std::thread::spawn(move || {
+        writer.write_all(head.as_bytes())?;
+        for part in body.chunks(piece) {
+            std::thread::sleep(pause);
+            writer.write_all(part)?;
+        }
+        Ok::<(), io::Error>(())
+    });
     let response = read_response(&mut BufReader::new(stream));
     let sent = sending
         .join()

@@ -254,6 +254,20 @@ impl WebServer {
     /// `fastcgi_keep_conn` as given (with an upstream `keepalive` pool when
     /// on). Request bodies up to 64 MiB, buffered as nginx does by default.
     pub fn nginx(routes: &[(&str, &Addr)], keep_conn: bool) -> WebServer {
+        WebServer::nginx_with(routes, keep_conn, "")
+    }
+
+    /// nginx as [`WebServer::nginx`] with kept connections, passing request
+    /// bodies on as they arrive and responses as they come
+    /// (`fastcgi_request_buffering off`, `fastcgi_buffering off`).
+    pub fn nginx_unbuffered(routes: &[(&str, &Addr)]) -> WebServer {
+        let unbuffered = "fastcgi_request_buffering off;
+            fastcgi_buffering off;
+            ";
+        WebServer::nginx_with(routes, true, unbuffered)
+    }
+
+    fn nginx_with(routes: &[(&str, &Addr)], keep_conn: bool, extra: &str) -> WebServer {
         let nginx = require("nginx", "nginx");
         let dir = TempDir::new("nginx");
         let d = dir.path().display().to_string();
@@ -276,7 +290,7 @@ impl WebServer {
             include /etc/nginx/fastcgi_params;
             fastcgi_param DOCUMENT_ROOT {d}/docroot;
             fastcgi_keep_conn {keep};
-            fastcgi_pass app{n};
+            {extra}fastcgi_pass app{n};
         }}
 "
             );

@@ -1,6 +1,7 @@
 //! The examples of both runtimes behind real web servers, each started by
 //! the test with a generated configuration: nginx (apps started by
-//! spawn-fcgi, Unix and TCP, fastcgi_keep_conn on and off), lighttpd
+//! spawn-fcgi, Unix and TCP, fastcgi_keep_conn on and off, and without
+//! request or response buffering, with slow clients), lighttpd
 //! (spawning the apps itself with bin-path, the socket on fd 0), Apache
 //! (mod_proxy_fcgi, with and without connection reuse, and mod_fcgid
 //! spawning the apps itself) and Caddy (its FastCGI transport, Unix and
@@ -10,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::thread;
+use std::time::Duration;
 
 use simple_fastcgi_tests::client::Addr;
 use simple_fastcgi_tests::http::{self, HttpResponse};
@@ -184,6 +186,11 @@ fn std_nginx_tcp_without_keep_conn() {
 }
 
 #[test]
+fn std_nginx_unbuffered_with_slow_clients() {
+    unbuffered_suite(Runtime::Std);
+}
+
+#[test]
 fn std_lighttpd_spawning_apps_on_fd_0() {
     suite(&WebServer::lighttpd(&apps(Runtime::Std), &[]));
 }
@@ -227,6 +234,11 @@ fn glommio_nginx_tcp_keep_conn() {
 fn glommio_nginx_tcp_without_keep_conn() {
     let apps = spawn_apps(Runtime::Glommio, false);
     suite(&WebServer::nginx(&routes(&apps), false));
+}
+
+#[test]
+fn glommio_nginx_unbuffered_with_slow_clients() {
+    unbuffered_suite(Runtime::Glommio);
 }
 
 #[test]
@@ -316,6 +328,47 @@ fn std_lighttpd_authorizer() {
     .unwrap();
     assert_ne!(posted.status, 401);
     assert_ne!(posted.status, 500, "{}", web.log_text());
+}
+
+/// nginx passing bodies on as they arrive (`fastcgi_request_buffering
+/// off`) and answers as they come, over kept connections: the suite, then
+/// clients that write their bodies slowly. `mirror` gets a body piece by
+/// piece; `hello` answers before any of the body has come (nginx then
+/// closes that connection rather than keep it), and the requests after
+/// it are answered on other connections.
+fn unbuffered_suite(rt: Runtime) {
+    let apps = spawn_apps(rt, true);
+    let web = WebServer::nginx_unbuffered(&routes(&apps));
+    suite(&web);
+    let pause = Duration::from_millis(20);
+    let body = pattern(1024 * 1024);
+    let response = expect_ok(
+        &web,
+        http::post_slowly(web.port(), "/mirror/", &body, 16, pause),
+        "slow POST mirror",
+    );
+    assert_eq!(response.status, 200, "{}", web.log_text());
+    assert!(response.body == body, "the slow body came back different");
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let port = web.port();
+            thread::spawn(move || {
+                for _ in 0..3 {
+                    let body = pattern(256 * 1024);
+                    let response = http::post_slowly(port, "/hello/", &body, 8, pause)
+                        .expect("slow POST hello");
+                    assert_eq!(response.status, 200);
+                    assert_eq!(response.body, b"Hello, world!");
+                    let response = http::get(port, "/hello/").expect("GET hello");
+                    assert_eq!(response.status, 200);
+                    assert_eq!(response.body, b"Hello, world!");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a slow client");
+    }
 }
 
 /// Apache's mod_fcgid spawning the apps of `rt` itself (the socket on
