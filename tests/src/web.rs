@@ -443,6 +443,59 @@ LimitRequestBody 0
         })
     }
 
+    /// Apache 2.4 (event MPM, one process with `-X`) with mod_authnz_fcgi
+    /// asking the Authorizer at `app` (TCP: the module takes no Unix
+    /// sockets) about every request under `prefix`, which it serves from
+    /// the document root when allowed. The Authorizer gets the
+    /// `Authorization` header (`CGIPassAuth On`), and the user it names in
+    /// its `Variable-AUTH_USER` becomes the request's user.
+    pub fn apache_authorizer(prefix: &str, app: &Addr) -> WebServer {
+        let apache = require("apache2", "apache2");
+        let Addr::Tcp(app) = app else {
+            panic!("mod_authnz_fcgi reaches its Authorizer over TCP only");
+        };
+        let dir = TempDir::new("apache-authz");
+        open_up(dir.path());
+        let d = dir.path().display().to_string();
+        let modules = "/usr/lib/apache2/modules";
+        for sub in ["docroot", "run"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("apache dirs");
+            open_up(&dir.path().join(sub));
+        }
+        WebServer::start("apache", dir, "error.log", |dir, port| {
+            let conf = format!(
+                "ServerRoot {d}
+ServerName localhost
+Listen 127.0.0.1:{port}
+DefaultRuntimeDir {d}/run
+PidFile {d}/run/apache.pid
+ErrorLog {d}/error.log
+LogLevel warn
+Mutex file:{d}/run default
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authn_core_module {modules}/mod_authn_core.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule authz_user_module {modules}/mod_authz_user.so
+LoadModule authnz_fcgi_module {modules}/mod_authnz_fcgi.so
+User nobody
+Group nogroup
+DocumentRoot {d}/docroot
+AuthnzFcgiDefineProvider authnz TokenCheck fcgi://{app}/
+<Location \"{prefix}\">
+    AuthType None
+    CGIPassAuth On
+    AuthnzFcgiCheckAuthnProvider TokenCheck Authoritative On RequireBasicAuth Off UserExpr \"%{{reqenv:AUTH_USER}}\"
+    Require valid-user
+</Location>
+"
+            );
+            let conf_path = write_config(dir, "httpd.conf", &conf);
+            let mut command = Command::new(&apache);
+            command.arg("-X").arg("-f").arg(&conf_path);
+            command
+        })
+    }
+
     /// Apache 2.4 (event MPM, one process with `-X`) with mod_fcgid
     /// spawning each example itself for its `(prefix, example)` route
     /// (`FcgidWrapper … virtual`): the listening Unix socket on the app's

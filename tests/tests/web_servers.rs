@@ -7,7 +7,9 @@
 //! spawning the apps itself) and Caddy (its FastCGI transport, Unix and
 //! TCP). Through each: GET with a query and UTF-8, POST bodies of 0 B,
 //! 64 KiB and 16 MiB through `mirror` compared byte for byte, a streamed
-//! directory listing, redirects, many concurrent clients.
+//! directory listing, redirects, many concurrent clients. The Authorizer
+//! example behind lighttpd (`"mode" => "authorizer"`) and Apache
+//! (mod_authnz_fcgi).
 
 use std::collections::BTreeSet;
 use std::thread;
@@ -302,6 +304,20 @@ fn std_lighttpd_authorizer() {
         &[("/protected/", "authorizer")],
         &[("AUTH_TOKEN", "sesame")],
     );
+    authorizer_suite(&web);
+}
+
+/// Apache's mod_authnz_fcgi asking the std Authorizer (spawn-fcgi, TCP).
+#[test]
+fn std_apache_authorizer() {
+    let app = SpawnFcgi::start("authorizer", false, &[("AUTH_TOKEN", "sesame")]);
+    authorizer_suite(&WebServer::apache_authorizer("/protected/", app.addr()));
+}
+
+/// The Authorizer in front of `/protected/`, which it allows with the token
+/// `sesame`: a request without it gets the Authorizer's 401 and its
+/// header, one with it the file; a request with a body is not held up.
+fn authorizer_suite(web: &WebServer) {
     std::fs::create_dir_all(web.docroot().join("protected")).unwrap();
     std::fs::write(web.docroot().join("protected/secret.txt"), b"the secret").unwrap();
     let denied = http::get(web.port(), "/protected/secret.txt").unwrap();
@@ -317,7 +333,8 @@ fn std_lighttpd_authorizer() {
     .unwrap();
     assert_eq!(allowed.status, 200, "{}", web.log_text());
     assert_eq!(allowed.body, b"the secret");
-    // A request with a body: lighttpd sends the authorizer no STDIN at all.
+    // A request with a body: lighttpd and Apache send the Authorizer no
+    // STDIN at all.
     let posted = http::request(
         web.port(),
         "POST",
