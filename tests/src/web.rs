@@ -3,8 +3,9 @@
 //! in the foreground, and stopped on drop.
 //!
 //! The binaries come from Debian's packages (`.ci/run` installs them:
-//! `apt-get install nginx lighttpd apache2 libapache2-mod-fcgid caddy spawn-fcgi`). A test that needs one
-//! that is missing fails and says which package to install.
+//! `apt-get install nginx lighttpd apache2 libapache2-mod-fcgid caddy
+//! spawn-fcgi`). A test that needs one that is missing fails and says
+//! which package to install.
 
 use std::fmt::Write as _;
 use std::io;
@@ -21,6 +22,7 @@ use crate::client::Addr;
 /// A running web server.
 pub struct WebServer {
     child: Child,
+    stopped: bool,
     port: u16,
     dir: TempDir,
     log: PathBuf,
@@ -59,39 +61,94 @@ pub fn free_port() -> u16 {
     panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
-/// The environment variable a web server that spawns its apps passes them,
-/// naming its directory (see [`WebServer::spawned_apps`]).
-pub const SPAWNED_BY: &str = "SFCGI_TEST_SPAWNED_BY";
-
 /// How many times a server that failed to start (another process took its
 /// port first) is started again on another port before the test fails.
 pub const START_ATTEMPTS: usize = 3;
 
-/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`,
-/// read from `/proc/net/tcp` and `/proc/<pid>/fd`: readiness that another
-/// process on the same port cannot fake.
-pub fn listens_on(pid: u32, port: u16) -> bool {
+/// Who listens on a TCP port of 127.0.0.1, as far as `/proc` tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listening {
+    /// Nobody.
+    Nobody,
+    /// The process asked about holds a listening socket on the port.
+    Process,
+    /// Another process.
+    Other,
+    /// Someone, but the process's open files cannot be read: it runs as
+    /// another user now (Apache gives up root) and this one lacks
+    /// CAP_SYS_PTRACE.
+    Unknown,
+}
+
+/// Who listens on 127.0.0.1:`port`, and whether it is process `pid`:
+/// read from `/proc/net/tcp` (every listening socket on the port, as
+/// SO_REUSEPORT allows several) and `/proc/<pid>/fd`. Readiness that
+/// another process on the same port cannot fake.
+pub fn listens_on(pid: u32, port: u16) -> Listening {
     const LISTEN: &str = "0A";
     // /proc prints the address as the in-memory 32-bit word, in hex.
     let local = format!("{:08X}:{port:04X}", u32::from_ne_bytes([127, 0, 0, 1]));
-    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
-        return false;
-    };
-    let inode = table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&LISTEN))
-            .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
-            .flatten()
-    });
-    let Some(inode) = inode else {
-        return false;
-    };
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let sockets: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&LISTEN))
+                .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+                .flatten()
+        })
+        .collect();
+    if sockets.is_empty() {
+        return Listening::Nobody;
+    }
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
+        return Listening::Unknown;
     };
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == inode.as_str())
-    })
+    let mut readable = false;
+    for fd in fds.flatten() {
+        if let Ok(target) = std::fs::read_link(fd.path()) {
+            readable = true;
+            if sockets
+                .iter()
+                .any(|socket| target.as_os_str() == socket.as_str())
+            {
+                return Listening::Process;
+            }
+        }
+    }
+    if readable {
+        Listening::Other
+    } else {
+        Listening::Unknown
+    }
+}
+
+/// How long a process that listens where its open files cannot be read
+/// must stay alive before it counts as ready: one that failed to bind
+/// exits at once.
+const UNKNOWN_GRACE: Duration = Duration::from_millis(200);
+
+/// The processes in process group `pgid`, as (pid, command name), from
+/// `/proc/<pid>/stat` (readable whoever runs them).
+pub fn process_group(pgid: u32) -> Vec<(u32, String)> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1.to_string();
+            // After the name: state, ppid, pgrp. A zombie is gone already.
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let group: u32 = fields.nth(1)?.parse().ok()?;
+            (group == pgid && state != "Z").then_some((pid, comm))
+        })
+        .collect()
 }
 
 /// The path of a system binary, or a panic naming the package to install.
@@ -215,7 +272,7 @@ impl SpawnFcgi {
                 Addr::Tcp(addr) => addr
                     .rsplit_once(':')
                     .and_then(|(_, port)| port.parse().ok())
-                    .is_some_and(|port| listens_on(self.child.id(), port)),
+                    .is_some_and(|port| listens_on(self.child.id(), port) == Listening::Process),
             };
             if up {
                 return Ok(());
@@ -500,9 +557,9 @@ AuthnzFcgiDefineProvider authnz TokenCheck fcgi://{app}/
     /// spawning each example itself for its `(prefix, example)` route
     /// (`FcgidWrapper … virtual`): the listening Unix socket on the app's
     /// fd 0, as many processes of an app as the load asks for, run as
-    /// `nobody`, and stopped with Apache. Every app gets
-    /// [`SPAWNED_BY`]` = <this server's directory>` in its environment, so
-    /// that [`WebServer::spawned_apps`] finds them.
+    /// `nobody`, and stopped with Apache. The apps stay in Apache's process
+    /// group, where [`WebServer::group`] finds them. Logs at `info`, where
+    /// mod_fcgid tells how each app ended.
     pub fn apache_fcgid(routes: &[(&str, &str)]) -> WebServer {
         let apache = require("apache2", "apache2");
         let module = Path::new("/usr/lib/apache2/modules/mod_fcgid.so");
@@ -540,7 +597,7 @@ Listen 127.0.0.1:{port}
 DefaultRuntimeDir {d}/run
 PidFile {d}/run/apache.pid
 ErrorLog {d}/error.log
-LogLevel warn
+LogLevel info
 Mutex file:{d}/run default
 LoadModule mpm_event_module {modules}/mod_mpm_event.so
 LoadModule authz_core_module {modules}/mod_authz_core.so
@@ -551,7 +608,6 @@ DocumentRoot {d}/docroot
 FcgidIPCDir {d}/fcgid
 FcgidProcessTableFile {d}/run/fcgid_shm
 FcgidMaxRequestLen 67108864
-FcgidInitialEnv {SPAWNED_BY} {d}
 {locations}"
             );
             let conf_path = write_config(dir, "httpd.conf", &conf);
@@ -631,6 +687,8 @@ http://:{port} {{
         let mut failures = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
+            // Each attempt's failure carries its own log.
+            let _ = std::fs::remove_file(&log);
             let mut command = command(&dir, port);
             // Its own process group: a web server that signals its group on
             // the way out (Apache's prefork MPM does) must not hit the test
@@ -647,13 +705,14 @@ http://:{port} {{
                 Ok(()) => {
                     return WebServer {
                         child,
+                        stopped: false,
                         port,
                         dir,
                         log,
                     };
                 }
                 Err(why) => {
-                    eprintln!("{name} on port {port}: {why}; trying another port");
+                    eprintln!("{name} on port {port}: {why}; starting it again on another port");
                     failures.push_str(&why);
                     failures.push('\n');
                 }
@@ -662,22 +721,47 @@ http://:{port} {{
         panic!("{name} did not start in {START_ATTEMPTS} attempts:\n{failures}");
     }
 
-    /// The processes that have `SPAWNED_BY` set to this server's
-    /// directory: the apps a web server that spawns its apps started.
-    pub fn spawned_apps(&self) -> Vec<u32> {
-        let tag = format!("{SPAWNED_BY}={}", self.dir.path().display());
-        let Ok(procs) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        procs
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
-                    environ.split(|&b| b == 0).any(|var| var == tag.as_bytes())
-                })
-            })
+    /// The other processes in the web server's process group (it runs in
+    /// its own): those it started, as (pid, command name).
+    pub fn group(&self) -> Vec<(u32, String)> {
+        let pid = self.child.id();
+        process_group(pid)
+            .into_iter()
+            .filter(|(member, _)| *member != pid)
             .collect()
+    }
+
+    /// The web server's process id, which is also its process group's.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the web server as dropping it does, and returns its error
+    /// log, which goes with it.
+    pub fn stop(mut self) -> String {
+        self.shut_down();
+        self.log_text()
+    }
+
+    /// SIGTERM, and after 5 s SIGKILL to the whole process group; once.
+    fn shut_down(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        // SIGTERM first: lighttpd and mod_fcgid stop the apps they spawned
+        // on the way out.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill_group(&mut self.child);
     }
 
     /// The HTTP port on 127.0.0.1.
@@ -699,45 +783,54 @@ http://:{port} {{
 
 /// Waits until web server `child` listens on `port` itself: a connection
 /// that succeeds could reach another process holding the port. Its exit
-/// before that is an error carrying its stderr and `log`.
+/// before that is an error carrying its stderr and `log`; if it does not
+/// listen within 15 s, it is killed and the test fails.
 fn wait_ready(name: &str, child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     let log_text = || std::fs::read_to_string(log).unwrap_or_default();
-    while !listens_on(child.id(), port) {
+    let mut unknown_since = None;
+    loop {
+        match listens_on(child.id(), port) {
+            Listening::Process => return Ok(()),
+            // Its files are out of reach: ready if it stays alive.
+            Listening::Unknown => {
+                let since = *unknown_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= UNKNOWN_GRACE && matches!(child.try_wait(), Ok(None)) {
+                    return Ok(());
+                }
+            }
+            Listening::Nobody | Listening::Other => unknown_since = None,
+        }
         if let Ok(Some(status)) = child.try_wait() {
             let mut stderr = String::new();
             if let Some(mut pipe) = child.stderr.take() {
                 let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
             }
             return Err(format!(
-                "{name} exited ({status}): {stderr}\n{}",
+                "{name} exited before it listened ({status}): {stderr}\n{}",
                 log_text()
             ));
         }
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not start: {}",
-            log_text()
-        );
+        if Instant::now() >= deadline {
+            kill_group(child);
+            panic!("{name} did not start listening: {}", log_text());
+        }
         std::thread::sleep(Duration::from_millis(25));
     }
-    Ok(())
 }
 
 impl Drop for WebServer {
     fn drop(&mut self) {
-        // SIGTERM first: lighttpd stops the apps it spawned on the way out.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.shut_down();
     }
+}
+
+/// SIGKILL to `child`'s process group (it leads one of its own), so that
+/// what it started goes too; then reaps it.
+fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -13,11 +13,11 @@
 
 use std::collections::BTreeSet;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use simple_fastcgi_tests::client::Addr;
 use simple_fastcgi_tests::http::{self, HttpResponse};
-use simple_fastcgi_tests::web::{SpawnFcgi, WebServer, listens_on};
+use simple_fastcgi_tests::web::{Listening, SpawnFcgi, WebServer, listens_on, process_group};
 use simple_fastcgi_tests::wire::pattern;
 
 mod common;
@@ -389,59 +389,71 @@ fn unbuffered_suite(rt: Runtime) {
 }
 
 /// Apache's mod_fcgid spawning the apps of `rt` itself (the socket on
-/// fd 0, several processes of an app under load, run as `nobody`): the
-/// suite passes, and the apps stop when Apache stops (mod_fcgid sends
-/// them SIGTERM; they drain and exit).
+/// fd 0, run as `nobody`): the suite passes, and when Apache stops,
+/// mod_fcgid sends each app SIGTERM and each drains and exits 0 (its log
+/// says so for every one; it would say SIGKILL for an app that stayed),
+/// and nothing of Apache's process group is left.
 fn fcgid_suite(rt: Runtime) {
     let web = WebServer::apache_fcgid(&apps(rt));
     suite(&web);
-    let spawned = web.spawned_apps();
+    let apps_started: Vec<(u32, String)> = web
+        .group()
+        .into_iter()
+        .filter(|(_, name)| name != "apache2")
+        .collect();
     assert!(
-        spawned.len() >= apps(rt).len(),
-        "fewer apps than routes: {spawned:?}"
+        apps_started.len() >= apps(rt).len(),
+        "fewer apps than routes: {apps_started:?}"
     );
-    drop(web);
-    let alive = |pid: &u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-        })
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while spawned.iter().any(alive) && std::time::Instant::now() < deadline {
-        thread::sleep(std::time::Duration::from_millis(50));
+    let group = web.pid();
+    let log = web.stop();
+    let clean_exits = log
+        .lines()
+        .filter(|line| line.contains("terminated by calling exit(), return code: 0"))
+        .count();
+    assert_eq!(
+        clean_exits,
+        apps_started.len(),
+        "not every app exited 0 on SIGTERM: {apps_started:?}\n{log}"
+    );
+    assert!(!log.contains("SIGKILL"), "{log}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !process_group(group).is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
     }
-    let left: Vec<u32> = spawned.into_iter().filter(alive).collect();
-    for pid in &left {
+    let left = process_group(group);
+    if !left.is_empty() {
+        // The group's id is not reused while it has members.
         let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
+            .args(["-KILL", "--", &format!("-{group}")])
             .status();
     }
-    assert!(left.is_empty(), "apps outlived Apache by 10 s: {left:?}");
+    assert!(
+        left.is_empty(),
+        "left of Apache's group after 10 s: {left:?}"
+    );
 }
 
 /// A port another process listens on is never mistaken for the app's: a
 /// CI run once had a stranger on the port chosen for spawn-fcgi, which then
 /// failed to bind, while the test's connection reached the stranger and
-/// the web server later found nobody there. Starting must report it, and
-/// `SpawnFcgi::start` then tries another port.
+/// the web server later found nobody there. Starting on such a port must
+/// be an error (`SpawnFcgi::start` then starts the app again on another).
 #[test]
 fn a_taken_port_is_not_mistaken_for_the_app() {
     let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = stranger.local_addr().unwrap().port();
-    assert!(listens_on(std::process::id(), port));
+    assert_eq!(listens_on(std::process::id(), port), Listening::Process);
     eprintln!("a_taken_port_is_not_mistaken_for_the_app: spawn-fcgi is to fail to bind");
     let taken = SpawnFcgi::launch("hello", Some(port), &[]);
     assert!(taken.is_err(), "the app started on a taken port");
     drop(stranger);
-    assert!(!listens_on(std::process::id(), port));
+    assert_eq!(listens_on(std::process::id(), port), Listening::Nobody);
     let app = SpawnFcgi::start("hello", false, &[]);
     let Addr::Tcp(addr) = app.addr() else {
         panic!("not on TCP: {:?}", app.addr());
     };
     let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
-    assert!(
-        listens_on(app.pid(), port),
-        "the app does not hold its port"
-    );
+    assert_eq!(listens_on(app.pid(), port), Listening::Process);
+    assert_eq!(listens_on(std::process::id(), port), Listening::Other);
 }
