@@ -300,17 +300,37 @@ fn glommio_caddy_tcp() {
 
 #[test]
 fn std_lighttpd_authorizer() {
+    lighttpd_authorizer(Runtime::Std);
+}
+
+#[test]
+fn glommio_lighttpd_authorizer() {
+    lighttpd_authorizer(Runtime::Glommio);
+}
+
+/// lighttpd's authorizer mode in front of the document root, spawning the
+/// Authorizer of `rt` itself.
+fn lighttpd_authorizer(rt: Runtime) {
     let web = WebServer::lighttpd(
-        &[("/protected/", "authorizer")],
+        &[("/protected/", rt.app("authorizer"))],
         &[("AUTH_TOKEN", "sesame")],
     );
     authorizer_suite(&web);
 }
 
-/// Apache's mod_authnz_fcgi asking the std Authorizer (spawn-fcgi, TCP).
 #[test]
 fn std_apache_authorizer() {
-    let app = SpawnFcgi::start("authorizer", false, &[("AUTH_TOKEN", "sesame")]);
+    apache_authorizer(Runtime::Std);
+}
+
+#[test]
+fn glommio_apache_authorizer() {
+    apache_authorizer(Runtime::Glommio);
+}
+
+/// Apache's mod_authnz_fcgi asking the Authorizer of `rt` (spawn-fcgi, TCP).
+fn apache_authorizer(rt: Runtime) {
+    let app = SpawnFcgi::start(rt.app("authorizer"), false, &[("AUTH_TOKEN", "sesame")]);
     authorizer_suite(&WebServer::apache_authorizer("/protected/", app.addr()));
 }
 

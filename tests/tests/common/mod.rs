@@ -40,11 +40,13 @@ impl Runtime {
             (Runtime::Std, "mirror") => "mirror",
             (Runtime::Std, "redirect") => "redirect",
             (Runtime::Std, "dir-listing") => "dir-listing-sync",
+            (Runtime::Std, "authorizer") => "authorizer",
             (Runtime::Glommio, "hello") => "hello-async",
             (Runtime::Glommio, "echo") => "echo-async",
             (Runtime::Glommio, "mirror") => "mirror-async",
             (Runtime::Glommio, "redirect") => "redirect-async",
             (Runtime::Glommio, "dir-listing") => "dir-listing",
+            (Runtime::Glommio, "authorizer") => "authorizer-async",
             _ => panic!("no {name} example"),
         }
     }
