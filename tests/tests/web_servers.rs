@@ -7,8 +7,8 @@
 //! spawning the apps itself) and Caddy (its FastCGI transport, Unix and
 //! TCP). Through each: GET with a query and UTF-8, POST bodies of 0 B,
 //! 64 KiB and 16 MiB through `mirror` compared byte for byte, a streamed
-//! directory listing, redirects, many concurrent clients. The Authorizer
-//! example behind lighttpd (`"mode" => "authorizer"`) and Apache
+//! directory listing, redirects, many concurrent clients. Both runtimes'
+//! Authorizer examples behind lighttpd (`"mode" => "authorizer"`) and Apache
 //! (mod_authnz_fcgi).
 
 use std::collections::BTreeSet;
