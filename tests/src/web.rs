@@ -396,7 +396,6 @@ http {{
     /// `env` for the apps. A route whose prefix ends in `/protected/` uses
     /// its app as an Authorizer in front of the document root instead.
     pub fn lighttpd(routes: &[(&str, &str)], env: &[(&str, &str)]) -> WebServer {
-        let lighttpd = require("lighttpd", "lighttpd");
         let dir = TempDir::new("lighttpd");
         let d = dir.path().display().to_string();
         let env_list: Vec<String> = env
@@ -425,6 +424,34 @@ http {{
                 env = env_list.join(", "),
             );
         }
+        WebServer::lighttpd_serving(dir, &servers)
+    }
+
+    /// lighttpd routing each `(prefix, app)` to an app that runs already
+    /// (`socket`, or `host` and `port`).
+    pub fn lighttpd_to(routes: &[(&str, &Addr)]) -> WebServer {
+        let dir = TempDir::new("lighttpd");
+        let mut servers = String::new();
+        for (prefix, app) in routes {
+            let target = match app {
+                Addr::Unix(path) => format!("\"socket\" => \"{}\"", path.display()),
+                Addr::Tcp(addr) => {
+                    let (host, port) = addr.rsplit_once(':').expect("host:port");
+                    format!("\"host\" => \"{host}\", \"port\" => {port}")
+                }
+            };
+            let _ = writeln!(
+                servers,
+                "    \"{prefix}\" => (( {target}, \"check-local\" => \"disable\" )),"
+            );
+        }
+        WebServer::lighttpd_serving(dir, &servers)
+    }
+
+    /// lighttpd with `servers` as its `fastcgi.server` entries.
+    fn lighttpd_serving(dir: TempDir, servers: &str) -> WebServer {
+        let lighttpd = require("lighttpd", "lighttpd");
+        let d = dir.path().display().to_string();
         WebServer::start("lighttpd", dir, "error.log", |dir, port| {
             let conf = format!(
                 "server.modules = (\"mod_fastcgi\")

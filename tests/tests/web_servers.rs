@@ -1,8 +1,9 @@
 //! The examples of both runtimes behind real web servers, each started by
 //! the test with a generated configuration: nginx (apps started by
 //! spawn-fcgi, Unix and TCP, fastcgi_keep_conn on and off, and without
-//! request or response buffering, with slow clients), lighttpd
-//! (spawning the apps itself with bin-path, the socket on fd 0), Apache
+//! request or response buffering, with slow clients), lighttpd (to apps
+//! started by spawn-fcgi, Unix and TCP, and spawning the apps itself with
+//! bin-path, the socket on fd 0), Apache
 //! (mod_proxy_fcgi, with and without connection reuse, and mod_fcgid
 //! spawning the apps itself) and Caddy (its FastCGI transport, Unix and
 //! TCP). Through each: GET with a query and UTF-8, POST bodies of 0 B,
@@ -193,6 +194,18 @@ fn std_nginx_unbuffered_with_slow_clients() {
 }
 
 #[test]
+fn std_lighttpd_unix() {
+    let apps = spawn_apps(Runtime::Std, true);
+    suite(&WebServer::lighttpd_to(&routes(&apps)));
+}
+
+#[test]
+fn std_lighttpd_tcp() {
+    let apps = spawn_apps(Runtime::Std, false);
+    suite(&WebServer::lighttpd_to(&routes(&apps)));
+}
+
+#[test]
 fn std_lighttpd_spawning_apps_on_fd_0() {
     suite(&WebServer::lighttpd(&apps(Runtime::Std), &[]));
 }
@@ -241,6 +254,18 @@ fn glommio_nginx_tcp_without_keep_conn() {
 #[test]
 fn glommio_nginx_unbuffered_with_slow_clients() {
     unbuffered_suite(Runtime::Glommio);
+}
+
+#[test]
+fn glommio_lighttpd_unix() {
+    let apps = spawn_apps(Runtime::Glommio, true);
+    suite(&WebServer::lighttpd_to(&routes(&apps)));
+}
+
+#[test]
+fn glommio_lighttpd_tcp() {
+    let apps = spawn_apps(Runtime::Glommio, false);
+    suite(&WebServer::lighttpd_to(&routes(&apps)));
 }
 
 #[test]
