@@ -3,7 +3,7 @@
 //! in the foreground, and stopped on drop.
 //!
 //! The binaries come from Debian's packages (`.ci/run` installs them:
-//! `apt-get install nginx lighttpd apache2 libapache2-mod-fcgid caddy
+//! `apt-get install nginx lighttpd apache2 libapache2-mod-fcgid caddy h2o
 //! spawn-fcgi`). A test that needs one that is missing fails and says
 //! which package to install.
 
@@ -26,6 +26,14 @@ pub struct WebServer {
     port: u16,
     dir: TempDir,
     log: PathBuf,
+}
+
+/// An app behind H2O ([`WebServer::h2o`]).
+pub enum H2oApp<'a> {
+    /// An app that runs already, on this address.
+    Running(&'a Addr),
+    /// An example H2O starts itself.
+    Spawned(&'a str),
 }
 
 /// An app started by `spawn-fcgi` with its listening socket on fd 0.
@@ -640,6 +648,69 @@ FcgidMaxRequestLen 67108864
             let conf_path = write_config(dir, "httpd.conf", &conf);
             let mut command = Command::new(&apache);
             command.arg("-X").arg("-f").arg(&conf_path);
+            command
+        })
+    }
+
+    /// H2O with its FastCGI handler, keeping connections to the apps for
+    /// 5 s (`fastcgi.timeout.keepalive`), for each `(prefix, app)`: an app
+    /// that runs already (`fastcgi.connect`), or an example H2O starts
+    /// itself (`fastcgi.spawn`: the listening socket on the app's fd 0, the
+    /// app stopped when H2O stops). The document root is given as
+    /// DOCUMENT_ROOT (`fastcgi.document_root`).
+    pub fn h2o(routes: &[(&str, H2oApp<'_>)]) -> WebServer {
+        let h2o = require("h2o", "h2o");
+        let dir = TempDir::new("h2o");
+        // H2O running as root serves as `nobody`.
+        open_up(dir.path());
+        let d = dir.path().display().to_string();
+        let mut paths = String::new();
+        for (prefix, app) in routes {
+            let handler = match app {
+                H2oApp::Running(Addr::Unix(path)) => format!(
+                    "fastcgi.connect:
+          port: {}
+          type: unix",
+                    path.display()
+                ),
+                H2oApp::Running(Addr::Tcp(addr)) => {
+                    let (host, port) = addr.rsplit_once(':').expect("host:port");
+                    format!(
+                        "fastcgi.connect:
+          host: {host}
+          port: {port}
+          type: tcp"
+                    )
+                }
+                H2oApp::Spawned(name) => {
+                    format!("fastcgi.spawn: \"exec {}\"", example_bin(name).display())
+                }
+            };
+            let _ = write!(
+                paths,
+                "      \"{prefix}\":
+        {handler}
+        fastcgi.document_root: {d}/docroot
+"
+            );
+        }
+        std::fs::create_dir_all(dir.path().join("docroot")).expect("docroot");
+        WebServer::start("h2o", dir, "error.log", |dir, port| {
+            let conf = format!(
+                "listen:
+  host: 127.0.0.1
+  port: {port}
+error-log: {d}/error.log
+access-log: /dev/null
+fastcgi.timeout.keepalive: 5000
+hosts:
+  default:
+    paths:
+{paths}"
+            );
+            let conf_path = write_config(dir, "h2o.conf", &conf);
+            let mut command = Command::new(&h2o);
+            command.arg("-c").arg(&conf_path);
             command
         })
     }

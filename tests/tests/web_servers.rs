@@ -1,16 +1,16 @@
-//! The examples of both runtimes behind real web servers, each started by
-//! the test with a generated configuration: nginx (apps started by
-//! spawn-fcgi, Unix and TCP, fastcgi_keep_conn on and off, and without
-//! request or response buffering, with slow clients), lighttpd (to apps
-//! started by spawn-fcgi, Unix and TCP, and spawning the apps itself with
-//! bin-path, the socket on fd 0), Apache
-//! (mod_proxy_fcgi, with and without connection reuse, and mod_fcgid
-//! spawning the apps itself) and Caddy (its FastCGI transport, Unix and
-//! TCP). Through each: GET with a query and UTF-8, POST bodies of 0 B,
-//! 64 KiB and 16 MiB through `mirror` compared byte for byte, a streamed
-//! directory listing, redirects, many concurrent clients. Both runtimes'
-//! Authorizer examples behind lighttpd (`"mode" => "authorizer"`) and Apache
-//! (mod_authnz_fcgi).
+//! The examples of both runtimes behind real web servers, each started by the
+//! test with a generated configuration: nginx (apps started by spawn-fcgi,
+//! Unix and TCP, fastcgi_keep_conn on and off, and without request or
+//! response buffering, with slow clients), lighttpd (to apps started by
+//! spawn-fcgi, Unix and TCP, and spawning the apps itself with bin-path, the
+//! socket on fd 0), Apache (mod_proxy_fcgi, with and without connection
+//! reuse, and mod_fcgid spawning the apps itself), Caddy (its FastCGI
+//! transport, Unix and TCP) and H2O (kept connections to apps started by
+//! spawn-fcgi, Unix and TCP, and apps it spawns itself). Through each: GET
+//! with a query and UTF-8, POST bodies of 0 B, 64 KiB and 16 MiB through
+//! `mirror` compared byte for byte, a streamed directory listing, redirects,
+//! many concurrent clients. Both runtimes' Authorizer examples behind
+//! lighttpd (`"mode" => "authorizer"`) and Apache (mod_authnz_fcgi).
 
 use std::collections::BTreeSet;
 use std::thread;
@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use simple_fastcgi_tests::client::Addr;
 use simple_fastcgi_tests::http::{self, HttpResponse};
-use simple_fastcgi_tests::web::{Listening, SpawnFcgi, WebServer, listens_on, process_group};
+use simple_fastcgi_tests::web::{
+    H2oApp, Listening, SpawnFcgi, WebServer, listens_on, process_group,
+};
 use simple_fastcgi_tests::wire::pattern;
 
 mod common;
@@ -431,6 +433,71 @@ fn unbuffered_suite(rt: Runtime) {
     for client in clients {
         client.join().expect("a slow client");
     }
+}
+
+#[test]
+fn std_h2o_unix() {
+    h2o_suite(Runtime::Std, Some(true));
+}
+
+#[test]
+fn std_h2o_tcp() {
+    h2o_suite(Runtime::Std, Some(false));
+}
+
+#[test]
+fn std_h2o_spawning_apps_on_fd_0() {
+    h2o_suite(Runtime::Std, None);
+}
+
+#[test]
+fn glommio_h2o_unix() {
+    h2o_suite(Runtime::Glommio, Some(true));
+}
+
+#[test]
+fn glommio_h2o_tcp() {
+    h2o_suite(Runtime::Glommio, Some(false));
+}
+
+#[test]
+fn glommio_h2o_spawning_apps_on_fd_0() {
+    h2o_suite(Runtime::Glommio, None);
+}
+
+/// H2O in front of the apps of `rt`: started by spawn-fcgi on Unix sockets
+/// or TCP, or (`unix` is `None`) spawned by H2O itself, in which case
+/// nothing of H2O's process group may be left once it stops.
+fn h2o_suite(rt: Runtime, unix: Option<bool>) {
+    let Some(unix) = unix else {
+        let names = apps(rt);
+        let routes: Vec<(&str, H2oApp<'_>)> = names
+            .iter()
+            .map(|(prefix, name)| (*prefix, H2oApp::Spawned(name)))
+            .collect();
+        let web = WebServer::h2o(&routes);
+        suite(&web);
+        let group = web.pid();
+        drop(web);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !process_group(group).is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+        let left = process_group(group);
+        if !left.is_empty() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .status();
+        }
+        assert!(left.is_empty(), "left of H2O's group after 10 s: {left:?}");
+        return;
+    };
+    let apps = spawn_apps(rt, unix);
+    let routes: Vec<(&str, H2oApp<'_>)> = apps
+        .iter()
+        .map(|(prefix, app)| (*prefix, H2oApp::Running(app.addr())))
+        .collect();
+    suite(&WebServer::h2o(&routes));
 }
 
 /// Apache's mod_fcgid spawning the apps of `rt` itself (the socket on
