@@ -8,7 +8,6 @@
 //! which package to install.
 
 use std::fmt::Write as _;
-use std::io;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -44,7 +43,8 @@ pub struct SpawnFcgi {
 }
 
 /// A free TCP port on 127.0.0.1 for a server the test starts (spawn-fcgi,
-/// nginx, lighttpd, Apache, Caddy), which binds it itself a moment later.
+/// nginx, lighttpd, Apache, Caddy, H2O), which binds it itself a moment
+/// later.
 ///
 /// Ports from `bind(0)` are no good for that: they come from the kernel's
 /// ephemeral range, where every other test's `bind(0)` and outgoing
@@ -661,7 +661,8 @@ FcgidMaxRequestLen 67108864
     pub fn h2o(routes: &[(&str, H2oApp<'_>)]) -> WebServer {
         let h2o = require("h2o", "h2o");
         let dir = TempDir::new("h2o");
-        // H2O running as root serves as `nobody`.
+        // H2O running as root serves as `nobody`, and runs the apps it
+        // spawns as `nobody` too.
         open_up(dir.path());
         let d = dir.path().display().to_string();
         let mut paths = String::new();
@@ -682,8 +683,9 @@ FcgidMaxRequestLen 67108864
           type: tcp"
                     )
                 }
+                // A shell command in a single-quoted YAML scalar.
                 H2oApp::Spawned(name) => {
-                    format!("fastcgi.spawn: \"exec {}\"", example_bin(name).display())
+                    format!("fastcgi.spawn: 'exec \"{}\"'", example_bin(name).display())
                 }
             };
             let _ = write!(
@@ -788,18 +790,23 @@ http://:{port} {{
             // Each attempt's failure carries its own log.
             let _ = std::fs::remove_file(&log);
             let mut command = command(&dir, port);
+            // Its stderr, and that of apps it starts before it opens its
+            // own log (H2O does), into a file: a pipe nobody reads would
+            // block them once full.
+            let stderr_path = dir.path().join("stderr.log");
+            let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
             // Its own process group: a web server that signals its group on
             // the way out (Apache's prefork MPM does) must not hit the test
             // runner.
             command
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped())
+                .stderr(stderr)
                 .process_group(0);
             let mut child = command
                 .spawn()
                 .unwrap_or_else(|e| panic!("start {name}: {e}"));
-            match wait_ready(name, &mut child, port, &log) {
+            match wait_ready(name, &mut child, port, &log, &stderr_path) {
                 Ok(()) => {
                     return WebServer {
                         child,
@@ -834,17 +841,21 @@ http://:{port} {{
         self.child.id()
     }
 
-    /// Stops the web server as dropping it does, and returns its error
-    /// log, which goes with it.
-    pub fn stop(mut self) -> String {
-        self.shut_down();
-        self.log_text()
+    /// Stops the web server as dropping it does, and tells how it went,
+    /// with its error log, which goes with it.
+    pub fn stop(mut self) -> Stopped {
+        let forced = !self.shut_down();
+        Stopped {
+            log: self.log_text(),
+            forced,
+        }
     }
 
     /// SIGTERM, and after 5 s SIGKILL to the whole process group; once.
-    fn shut_down(&mut self) {
+    /// Whether it exited on SIGTERM.
+    fn shut_down(&mut self) -> bool {
         if self.stopped {
-            return;
+            return true;
         }
         self.stopped = true;
         // SIGTERM first: lighttpd and mod_fcgid stop the apps they spawned
@@ -855,11 +866,12 @@ http://:{port} {{
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         kill_group(&mut self.child);
+        false
     }
 
     /// The HTTP port on 127.0.0.1.
@@ -883,7 +895,13 @@ http://:{port} {{
 /// that succeeds could reach another process holding the port. Its exit
 /// before that is an error carrying its stderr and `log`; if it does not
 /// listen within 15 s, it is killed and the test fails.
-fn wait_ready(name: &str, child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
+fn wait_ready(
+    name: &str,
+    child: &mut Child,
+    port: u16,
+    log: &Path,
+    stderr: &Path,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     let log_text = || std::fs::read_to_string(log).unwrap_or_default();
     let mut unknown_since = None;
@@ -900,10 +918,7 @@ fn wait_ready(name: &str, child: &mut Child, port: u16, log: &Path) -> Result<()
             Listening::Nobody | Listening::Other => unknown_since = None,
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
-            }
+            let stderr = std::fs::read_to_string(stderr).unwrap_or_default();
             return Err(format!(
                 "{name} exited before it listened ({status}): {stderr}\n{}",
                 log_text()
@@ -919,8 +934,16 @@ fn wait_ready(name: &str, child: &mut Child, port: u16, log: &Path) -> Result<()
 
 impl Drop for WebServer {
     fn drop(&mut self) {
-        self.shut_down();
+        let _ = self.shut_down();
     }
+}
+
+/// How a web server stopped ([`WebServer::stop`]).
+pub struct Stopped {
+    /// Its error log.
+    pub log: String,
+    /// Whether it had to be killed: it did not exit within 5 s of SIGTERM.
+    pub forced: bool,
 }
 
 /// SIGKILL to `child`'s process group (it leads one of its own), so that

@@ -390,8 +390,12 @@ fn authorizer_suite(web: &WebServer) {
         b"some body",
     )
     .unwrap();
-    assert_ne!(posted.status, 401);
-    assert_ne!(posted.status, 500, "{}", web.log_text());
+    assert!(
+        matches!(posted.status, 200 | 405),
+        "{}: {}",
+        posted.status,
+        web.log_text()
+    );
 }
 
 /// nginx passing bodies on as they arrive (`fastcgi_request_buffering
@@ -466,38 +470,65 @@ fn glommio_h2o_spawning_apps_on_fd_0() {
 }
 
 /// H2O in front of the apps of `rt`: started by spawn-fcgi on Unix sockets
-/// or TCP, or (`unix` is `None`) spawned by H2O itself, in which case
-/// nothing of H2O's process group may be left once it stops.
+/// or TCP, or (`unix` is `None`) spawned by H2O itself, which then stops
+/// them when it stops: nothing of its process group is left. Like Caddy,
+/// H2O sends an empty SCRIPT_NAME with the whole path as PATH_INFO, and
+/// the DOCUMENT_ROOT it is given.
 fn h2o_suite(rt: Runtime, unix: Option<bool>) {
-    let Some(unix) = unix else {
-        let names = apps(rt);
-        let routes: Vec<(&str, H2oApp<'_>)> = names
+    let names = apps(rt);
+    let spawned;
+    let routes: Vec<(&str, H2oApp<'_>)> = match unix {
+        None => names
             .iter()
             .map(|(prefix, name)| (*prefix, H2oApp::Spawned(name)))
-            .collect();
-        let web = WebServer::h2o(&routes);
-        suite(&web);
-        let group = web.pid();
-        drop(web);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !process_group(group).is_empty() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(50));
+            .collect(),
+        Some(unix) => {
+            spawned = spawn_apps(rt, unix);
+            spawned
+                .iter()
+                .map(|(prefix, app)| (*prefix, H2oApp::Running(app.addr())))
+                .collect()
         }
-        let left = process_group(group);
-        if !left.is_empty() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{group}")])
-                .status();
-        }
-        assert!(left.is_empty(), "left of H2O's group after 10 s: {left:?}");
-        return;
     };
-    let apps = spawn_apps(rt, unix);
-    let routes: Vec<(&str, H2oApp<'_>)> = apps
-        .iter()
-        .map(|(prefix, app)| (*prefix, H2oApp::Running(app.addr())))
+    let web = WebServer::h2o(&routes);
+    suite(&web);
+    let response = expect_ok(&web, http::get(web.port(), "/echo/a/b?x=1"), "GET echo");
+    let environ: serde_json::Value = serde_json::from_slice(&response.body).expect("JSON environ");
+    assert_eq!(environ["SCRIPT_NAME"], "");
+    assert_eq!(environ["PATH_INFO"], "/echo/a/b");
+    assert_eq!(environ["REQUEST_URI"], "/echo/a/b?x=1");
+    assert_eq!(
+        environ["DOCUMENT_ROOT"].as_str(),
+        web.docroot().to_str(),
+        "{environ}"
+    );
+    if unix.is_some() {
+        return;
+    }
+    let members: Vec<(u32, String)> = web
+        .group()
+        .into_iter()
+        .filter(|(_, name)| name != "h2o")
         .collect();
-    suite(&WebServer::h2o(&routes));
+    assert!(
+        members.len() >= names.len(),
+        "fewer apps than routes in H2O's group: {members:?}"
+    );
+    let group = web.pid();
+    let stopped = web.stop();
+    assert!(!stopped.forced, "H2O did not stop on SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !process_group(group).is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let left = process_group(group);
+    if !left.is_empty() {
+        // The group's id is not reused while it has members.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .status();
+    }
+    assert!(left.is_empty(), "left of H2O's group after 10 s: {left:?}");
 }
 
 /// Apache's mod_fcgid spawning the apps of `rt` itself (the socket on
@@ -518,7 +549,9 @@ fn fcgid_suite(rt: Runtime) {
         "fewer apps than routes: {apps_started:?}"
     );
     let group = web.pid();
-    let log = web.stop();
+    let stopped = web.stop();
+    assert!(!stopped.forced, "Apache did not stop on SIGTERM");
+    let log = stopped.log;
     let clean_exits = log
         .lines()
         .filter(|line| line.contains("terminated by calling exit(), return code: 0"))
