@@ -69,9 +69,32 @@ pub fn free_port() -> u16 {
     panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
+/// Where Debian's Apache keeps its modules.
+const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
+
 /// How many times a server that failed to start (another process took its
 /// port first) is started again on another port before the test fails.
 pub const START_ATTEMPTS: usize = 3;
+
+/// Runs `start` on ports from [`free_port`] until it succeeds, at most
+/// [`START_ATTEMPTS`] times: a server fails to start (`Err`) when another
+/// process took its port between the choice and its bind. Panics with
+/// every attempt's error if none succeeds.
+fn on_free_ports<T>(what: &str, mut start: impl FnMut(u16) -> Result<T, String>) -> T {
+    let mut failures = String::new();
+    for _ in 0..START_ATTEMPTS {
+        let port = free_port();
+        match start(port) {
+            Ok(started) => return started,
+            Err(why) => {
+                eprintln!("{what} on port {port}: {why}; starting it again on another port");
+                failures.push_str(&why);
+                failures.push('\n');
+            }
+        }
+    }
+    panic!("{what} did not start in {START_ATTEMPTS} attempts:\n{failures}");
+}
 
 /// Who listens on a TCP port of 127.0.0.1, as far as `/proc` tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,18 +237,9 @@ impl SpawnFcgi {
             return SpawnFcgi::launch(name, None, env)
                 .unwrap_or_else(|why| panic!("spawn-fcgi {name}: {why}"));
         }
-        let mut failures = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match SpawnFcgi::launch(name, Some(free_port()), env) {
-                Ok(app) => return app,
-                Err(why) => {
-                    eprintln!("spawn-fcgi {name}: {why}; trying another port");
-                    failures.push_str(&why);
-                    failures.push('\n');
-                }
-            }
-        }
-        panic!("spawn-fcgi {name} did not start in {START_ATTEMPTS} attempts:\n{failures}");
+        on_free_ports(&format!("spawn-fcgi {name}"), |port| {
+            SpawnFcgi::launch(name, Some(port), env)
+        })
     }
 
     /// Starts example `name` through `spawn-fcgi -n` once: on TCP port
@@ -486,13 +500,8 @@ fastcgi.server = (
     /// (`enablereuse=on`) as given. Apache runs its workers as `nobody`, so
     /// Unix sockets must be world-writable (`SpawnFcgi` makes them so).
     pub fn apache(routes: &[(&str, &Addr)], reuse: bool) -> WebServer {
-        let apache = require("apache2", "apache2");
-        let dir = TempDir::new("apache");
-        open_up(dir.path());
-        let d = dir.path().display().to_string();
-        let modules = "/usr/lib/apache2/modules";
         let reuse = if reuse { "on" } else { "off" };
-        let mut proxies = String::new();
+        let mut site = String::from("LimitRequestBody 0\n");
         for (n, (prefix, app)) in routes.iter().enumerate() {
             // A distinct worker name per app: same-named workers are shared.
             let target = match app {
@@ -500,39 +509,12 @@ fastcgi.server = (
                 Addr::Tcp(addr) => format!("fcgi://{addr}/"),
             };
             let _ = writeln!(
-                proxies,
+                site,
                 "ProxyPass \"{prefix}\" \"{target}\" enablereuse={reuse}"
             );
         }
-        WebServer::start("apache", dir, "error.log", |dir, port| {
-            let conf = format!(
-                "ServerRoot {d}
-ServerName localhost
-Listen 127.0.0.1:{port}
-DefaultRuntimeDir {d}/run
-PidFile {d}/run/apache.pid
-ErrorLog {d}/error.log
-LogLevel warn
-Mutex file:{d}/run default
-LoadModule mpm_event_module {modules}/mod_mpm_event.so
-LoadModule authz_core_module {modules}/mod_authz_core.so
-LoadModule proxy_module {modules}/mod_proxy.so
-LoadModule proxy_fcgi_module {modules}/mod_proxy_fcgi.so
-User nobody
-Group nogroup
-DocumentRoot {d}/docroot
-LimitRequestBody 0
-{proxies}"
-            );
-            let conf_path = write_config(dir, "httpd.conf", &conf);
-            for sub in ["docroot", "run"] {
-                std::fs::create_dir_all(dir.path().join(sub)).expect("apache dirs");
-                open_up(&dir.path().join(sub));
-            }
-            let mut command = Command::new(&apache);
-            command.arg("-X").arg("-f").arg(&conf_path);
-            command
-        })
+        let dir = TempDir::new("apache");
+        WebServer::apache_serving(dir, &["proxy", "proxy_fcgi"], "warn", &site)
     }
 
     /// Apache 2.4 (event MPM, one process with `-X`) with mod_authnz_fcgi
@@ -542,37 +524,11 @@ LimitRequestBody 0
     /// `Authorization` header (`CGIPassAuth On`), and the user it names in
     /// its `Variable-AUTH_USER` becomes the request's user.
     pub fn apache_authorizer(prefix: &str, app: &Addr) -> WebServer {
-        let apache = require("apache2", "apache2");
         let Addr::Tcp(app) = app else {
             panic!("mod_authnz_fcgi reaches its Authorizer over TCP only");
         };
-        let dir = TempDir::new("apache-authz");
-        open_up(dir.path());
-        let d = dir.path().display().to_string();
-        let modules = "/usr/lib/apache2/modules";
-        for sub in ["docroot", "run"] {
-            std::fs::create_dir_all(dir.path().join(sub)).expect("apache dirs");
-            open_up(&dir.path().join(sub));
-        }
-        WebServer::start("apache", dir, "error.log", |dir, port| {
-            let conf = format!(
-                "ServerRoot {d}
-ServerName localhost
-Listen 127.0.0.1:{port}
-DefaultRuntimeDir {d}/run
-PidFile {d}/run/apache.pid
-ErrorLog {d}/error.log
-LogLevel warn
-Mutex file:{d}/run default
-LoadModule mpm_event_module {modules}/mod_mpm_event.so
-LoadModule authn_core_module {modules}/mod_authn_core.so
-LoadModule authz_core_module {modules}/mod_authz_core.so
-LoadModule authz_user_module {modules}/mod_authz_user.so
-LoadModule authnz_fcgi_module {modules}/mod_authnz_fcgi.so
-User nobody
-Group nogroup
-DocumentRoot {d}/docroot
-AuthnzFcgiDefineProvider authnz TokenCheck fcgi://{app}/
+        let site = format!(
+            "AuthnzFcgiDefineProvider authnz TokenCheck fcgi://{app}/
 <Location \"{prefix}\">
     AuthType None
     CGIPassAuth On
@@ -580,12 +536,10 @@ AuthnzFcgiDefineProvider authnz TokenCheck fcgi://{app}/
     Require valid-user
 </Location>
 "
-            );
-            let conf_path = write_config(dir, "httpd.conf", &conf);
-            let mut command = Command::new(&apache);
-            command.arg("-X").arg("-f").arg(&conf_path);
-            command
-        })
+        );
+        let dir = TempDir::new("apache-authz");
+        let modules = ["authn_core", "authz_user", "authnz_fcgi"];
+        WebServer::apache_serving(dir, &modules, "warn", &site)
     }
 
     /// Apache 2.4 (event MPM, one process with `-X`) with mod_fcgid
@@ -596,21 +550,26 @@ AuthnzFcgiDefineProvider authnz TokenCheck fcgi://{app}/
     /// group, where [`WebServer::group`] finds them. Logs at `info`, where
     /// mod_fcgid tells how each app ended.
     pub fn apache_fcgid(routes: &[(&str, &str)]) -> WebServer {
-        let apache = require("apache2", "apache2");
-        let module = Path::new("/usr/lib/apache2/modules/mod_fcgid.so");
+        let module = Path::new(APACHE_MODULES).join("mod_fcgid.so");
         assert!(
             module.exists(),
             "mod_fcgid is not installed: these tests need it \
              (apt-get install libapache2-mod-fcgid; .ci/run does)"
         );
         let dir = TempDir::new("apache-fcgid");
-        open_up(dir.path());
-        let d = dir.path().display().to_string();
-        let modules = "/usr/lib/apache2/modules";
-        let mut locations = String::new();
+        let d = dir.path().display();
+        let ipc = dir.path().join("fcgid");
+        std::fs::create_dir_all(&ipc).expect("mod_fcgid's directory");
+        open_up(&ipc);
+        let mut site = format!(
+            "FcgidIPCDir {d}/fcgid
+FcgidProcessTableFile {d}/run/fcgid_shm
+FcgidMaxRequestLen 67108864
+"
+        );
         for (prefix, name) in routes {
             let _ = write!(
-                locations,
+                site,
                 "<Location \"{prefix}\">
     SetHandler fcgid-script
     Options +ExecCGI
@@ -620,10 +579,26 @@ AuthnzFcgiDefineProvider authnz TokenCheck fcgi://{app}/
                 app = example_bin(name).display(),
             );
         }
-        for sub in ["docroot", "run", "fcgid"] {
+        WebServer::apache_serving(dir, &["fcgid"], "info", &site)
+    }
+
+    /// Apache 2.4 (event MPM, one process with `-X`, its workers run as
+    /// `nobody`) in `dir`, loading `modules` (by name: `proxy` is
+    /// `mod_proxy.so`) besides the MPM and authz_core, logging at
+    /// `log_level`, with `site` after the common configuration.
+    fn apache_serving(dir: TempDir, modules: &[&str], log_level: &str, site: &str) -> WebServer {
+        let apache = require("apache2", "apache2");
+        open_up(dir.path());
+        for sub in ["docroot", "run"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("apache dirs");
             open_up(&dir.path().join(sub));
         }
+        let d = dir.path().display().to_string();
+        let loads: String = ["mpm_event", "authz_core"]
+            .iter()
+            .chain(modules)
+            .map(|m| format!("LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so\n"))
+            .collect();
         WebServer::start("apache", dir, "error.log", |dir, port| {
             let conf = format!(
                 "ServerRoot {d}
@@ -632,18 +607,12 @@ Listen 127.0.0.1:{port}
 DefaultRuntimeDir {d}/run
 PidFile {d}/run/apache.pid
 ErrorLog {d}/error.log
-LogLevel info
+LogLevel {log_level}
 Mutex file:{d}/run default
-LoadModule mpm_event_module {modules}/mod_mpm_event.so
-LoadModule authz_core_module {modules}/mod_authz_core.so
-LoadModule fcgid_module {modules}/mod_fcgid.so
-User nobody
+{loads}User nobody
 Group nogroup
 DocumentRoot {d}/docroot
-FcgidIPCDir {d}/fcgid
-FcgidProcessTableFile {d}/run/fcgid_shm
-FcgidMaxRequestLen 67108864
-{locations}"
+{site}"
             );
             let conf_path = write_config(dir, "httpd.conf", &conf);
             let mut command = Command::new(&apache);
@@ -784,9 +753,7 @@ http://:{port} {{
         command: impl Fn(&TempDir, u16) -> Command,
     ) -> WebServer {
         let log = dir.path().join(log);
-        let mut failures = String::new();
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port();
+        let (child, port) = on_free_ports(name, |port| {
             // Each attempt's failure carries its own log.
             let _ = std::fs::remove_file(&log);
             let mut command = command(&dir, port);
@@ -806,24 +773,16 @@ http://:{port} {{
             let mut child = command
                 .spawn()
                 .unwrap_or_else(|e| panic!("start {name}: {e}"));
-            match wait_ready(name, &mut child, port, &log, &stderr_path) {
-                Ok(()) => {
-                    return WebServer {
-                        child,
-                        stopped: false,
-                        port,
-                        dir,
-                        log,
-                    };
-                }
-                Err(why) => {
-                    eprintln!("{name} on port {port}: {why}; starting it again on another port");
-                    failures.push_str(&why);
-                    failures.push('\n');
-                }
-            }
+            wait_ready(name, &mut child, port, &log, &stderr_path)?;
+            Ok((child, port))
+        });
+        WebServer {
+            child,
+            stopped: false,
+            port,
+            dir,
+            log,
         }
-        panic!("{name} did not start in {START_ATTEMPTS} attempts:\n{failures}");
     }
 
     /// The other processes in the web server's process group (it runs in

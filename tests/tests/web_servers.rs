@@ -505,18 +505,31 @@ fn h2o_suite(rt: Runtime, unix: Option<bool>) {
     if unix.is_some() {
         return;
     }
-    let members: Vec<(u32, String)> = web
-        .group()
-        .into_iter()
-        .filter(|(_, name)| name != "h2o")
-        .collect();
-    assert!(
-        members.len() >= names.len(),
-        "fewer apps than routes in H2O's group: {members:?}"
-    );
+    apps_in_group(&web, "h2o", names.len());
     let group = web.pid();
     let stopped = web.stop();
     assert!(!stopped.forced, "H2O did not stop on SIGTERM");
+    assert_group_ends(group, "H2O");
+}
+
+/// The processes in `web`'s group other than its own (`server`'s) helpers:
+/// the apps it spawned, at least `routes` of them.
+fn apps_in_group(web: &WebServer, server: &str, routes: usize) -> Vec<(u32, String)> {
+    let apps: Vec<(u32, String)> = web
+        .group()
+        .into_iter()
+        .filter(|(_, name)| name != server)
+        .collect();
+    assert!(
+        apps.len() >= routes,
+        "fewer apps than routes in {server}'s group: {apps:?}"
+    );
+    apps
+}
+
+/// Waits up to 10 s for process group `group`, a stopped web server's,
+/// to be empty; kills what is left and fails if it is not.
+fn assert_group_ends(group: u32, server: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !process_group(group).is_empty() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
@@ -528,7 +541,10 @@ fn h2o_suite(rt: Runtime, unix: Option<bool>) {
             .args(["-KILL", "--", &format!("-{group}")])
             .status();
     }
-    assert!(left.is_empty(), "left of H2O's group after 10 s: {left:?}");
+    assert!(
+        left.is_empty(),
+        "left of {server}'s group after 10 s: {left:?}"
+    );
 }
 
 /// Apache's mod_fcgid spawning the apps of `rt` itself (the socket on
@@ -539,15 +555,7 @@ fn h2o_suite(rt: Runtime, unix: Option<bool>) {
 fn fcgid_suite(rt: Runtime) {
     let web = WebServer::apache_fcgid(&apps(rt));
     suite(&web);
-    let apps_started: Vec<(u32, String)> = web
-        .group()
-        .into_iter()
-        .filter(|(_, name)| name != "apache2")
-        .collect();
-    assert!(
-        apps_started.len() >= apps(rt).len(),
-        "fewer apps than routes: {apps_started:?}"
-    );
+    let apps_started = apps_in_group(&web, "apache2", apps(rt).len());
     let group = web.pid();
     let stopped = web.stop();
     assert!(!stopped.forced, "Apache did not stop on SIGTERM");
@@ -562,21 +570,7 @@ fn fcgid_suite(rt: Runtime) {
         "not every app exited 0 on SIGTERM: {apps_started:?}\n{log}"
     );
     assert!(!log.contains("SIGKILL"), "{log}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !process_group(group).is_empty() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(50));
-    }
-    let left = process_group(group);
-    if !left.is_empty() {
-        // The group's id is not reused while it has members.
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{group}")])
-            .status();
-    }
-    assert!(
-        left.is_empty(),
-        "left of Apache's group after 10 s: {left:?}"
-    );
+    assert_group_ends(group, "Apache");
 }
 
 /// A port another process listens on is never mistaken for the app's: a
