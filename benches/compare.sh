@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The FastCGI comparison: our runtimes against the least-work server (the
-# ceiling), libfcgi, Go's net/http/fcgi, PHP-FPM and tokio-fastcgi, each a
+# ceiling; also on an io_uring of its own, least-uring), libfcgi, Go's net/http/fcgi, PHP-FPM and tokio-fastcgi, each a
 # "Hello, world!" app on a Unix socket, started by spawn-fcgi on fd 0
 # (PHP-FPM by its own master).
 #
@@ -25,7 +25,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 rounds=3
 duration=5
-apps="least std glommio libfcgi go php tokio"
+apps="least least-uring std glommio libfcgi go php tokio"
 scenarios="keep1 keep8 keep64 new8 post64k nginx8 caddy8"
 out="$root/target/compare"
 smoke=false
@@ -44,8 +44,8 @@ done
 # Names are checked before anything is built or measured.
 for app in $apps; do
   case "$app" in
-    least | std | glommio | libfcgi | go | php | tokio) ;;
-    *) echo "unknown app $app (least std glommio libfcgi go php tokio)" >&2; exit 2 ;;
+    least | least-uring | std | glommio | libfcgi | go | php | tokio) ;;
+    *) echo "unknown app $app (least least-uring std glommio libfcgi go php tokio)" >&2; exit 2 ;;
   esac
 done
 for scenario in $scenarios; do
@@ -95,6 +95,7 @@ start_app() {
   spawn() { taskset -c $APP_CPU spawn-fcgi -n -s "$sock" -- "$@" 2>"$work/app.log" & }
   case "$name" in
     least) spawn "$bin/fcgi-least" ;;
+    least-uring) spawn "$bin/fcgi-least" --uring ;;
     std) spawn "$bin/hello" ;;
     glommio) spawn "$bin/hello-async" ;;
     # libfcgi serves one kept connection per thread: as many as connections.

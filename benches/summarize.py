@@ -13,6 +13,7 @@ from collections import defaultdict
 
 NAMES = {
     "least": "least-work (ceiling)",
+    "least-uring": "least-work on io_uring",
     "std": "simple-fastcgi std",
     "glommio": "simple-fastcgi glommio",
     "libfcgi": "libfcgi (C, threaded)",

@@ -5,6 +5,12 @@
 # per connection: one read and one write per request, the floor).
 #
 #   benches/syscalls.sh [REQUESTS] [CONNS]     (default 200000, 8)
+#   APPS="fcgi-least,fcgi-least --uring" benches/syscalls.sh    (some apps only)
+#
+# `fcgi-least --uring` is the least-work server on an io_uring of its own
+# (multishot recv into provided buffers, sends submitted in batches, one
+# io_uring_enter per round): what a server pays that submits its socket
+# I/O through io_uring.
 #
 # The counts come from `perf stat` on the kernel's syscall tracepoints,
 # which barely slows the app. (`strace -c` slows it several times over;
@@ -20,7 +26,8 @@ trap 'rm -rf "$work"' EXIT
 command -v perf > /dev/null || { echo "syscalls.sh: perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
 (cd "$root" && cargo build -q --release -p simple-fastcgi-benches -p simple-fastcgi-examples)
 bin="$root/target/release"
-for app in hello hello-async fcgi-least "fcgi-least --thread-per-conn"; do
+IFS=, read -ra apps <<< "${APPS:-hello,hello-async,fcgi-least,fcgi-least --thread-per-conn,fcgi-least --uring}"
+for app in "${apps[@]}"; do
   sock="$work/app.sock"
   rm -f "$sock"
   # shellcheck disable=SC2086 # the app's name carries its flags

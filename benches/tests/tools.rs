@@ -281,6 +281,11 @@ fn the_least_work_server_answers_correctly_with_a_thread_per_connection() {
     least_work_server_answers_correctly(&["--thread-per-conn"]);
 }
 
+#[test]
+fn the_least_work_server_answers_correctly_on_io_uring() {
+    least_work_server_answers_correctly(&["--uring"]);
+}
+
 fn least_work_server_answers_correctly(args: &[&str]) {
     // On fd 0, as spawn-fcgi starts it; killed when the test ends.
     let least = App::spawn_bin(Path::new(LEAST), args, Transport::Unix, &[], None);

@@ -8,14 +8,21 @@
 //!
 //! With `--thread-per-conn` it serves each connection on a thread of its
 //! own with blocking reads instead: a kept request then costs exactly one
-//! read and one write, the fewest syscalls any responder can make, and a
-//! thread switch. `benches/syscalls.sh` runs it to show that trade.
+//! read and one write, the fewest syscalls a responder that reads and
+//! writes with syscalls can make, and a thread switch.
+//!
+//! With `--uring` it does the same work on an io_uring of its own (see
+//! `uring.rs`): the kernel hands it each connection's bytes as they come,
+//! and one `io_uring_enter` sends a round's answers and waits for the next
+//! round, a fraction of a syscall per request. `benches/syscalls.sh` runs
+//! all three.
 //!
 //! ```text
 //! fcgi-least                      # on fd 0, as spawn-fcgi starts it
 //! fcgi-least unix:/tmp/least.sock
 //! fcgi-least 127.0.0.1:9001
 //! fcgi-least --thread-per-conn unix:/tmp/least.sock
+//! fcgi-least --uring unix:/tmp/least.sock
 //! ```
 
 use std::collections::HashMap;
@@ -32,23 +39,21 @@ use simple_fastcgi_core::{
 use simple_fastcgi_std::Listener;
 use simple_fastcgi_tests::stream::Stream;
 
+mod uring;
+
 const BODY: &[u8] =
     b"Status: 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello, world!";
 
 /// One connection: its socket and unparsed bytes.
 struct Conn {
     stream: Stream,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    /// Bytes of the current record's content and padding still to skip.
-    skip: usize,
-    keep_conn: bool,
+    records: Records,
 }
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1).peekable();
     let threads = args.next_if(|arg| arg == "--thread-per-conn").is_some();
+    let uring = args.next_if(|arg| arg == "--uring").is_some();
     let listener = match args.next() {
         Some(addr) => Listener::bind(&addr).map(Some),
         None => Listener::fd0(),
@@ -66,6 +71,8 @@ fn main() -> ExitCode {
     };
     let served = if threads {
         serve_threads(&listener)
+    } else if uring {
+        uring::serve(&listener, &mut Response::new())
     } else {
         serve(&listener)
     };
@@ -210,11 +217,7 @@ impl Conn {
     fn new(stream: Stream) -> Conn {
         Conn {
             stream,
-            buf: vec![0u8; 80 * 1024].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            skip: 0,
-            keep_conn: true,
+            records: Records::new(),
         }
     }
 
@@ -223,90 +226,153 @@ impl Conn {
     /// arrives; `Ok(false)` when the connection is done.
     fn serve(&mut self, response: &mut Response) -> io::Result<bool> {
         loop {
-            if self.start == self.end {
-                self.start = 0;
-                self.end = 0;
-            } else if self.end == self.buf.len() {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            let n = match self.stream.read(&mut self.buf[self.end..]) {
+            let n = match self.stream.read(self.records.room()) {
                 Ok(0) => return Ok(false),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            self.end += n;
-            // Skip the rest of records whose content does not matter.
-            let skip = self.skip.min(self.end - self.start);
-            self.start += skip;
-            self.skip -= skip;
-            while self.skip == 0 && self.end - self.start >= HEADER_LEN {
-                let Ok((_, header)) = Header::parse(&self.buf[self.start..self.end]) else {
-                    return Ok(false);
-                };
-                let content = usize::from(header.content_length);
-                let whole = HEADER_LEN + content + usize::from(header.padding_length);
-                match header.record_type {
-                    RecordType::BeginRequest => {
-                        if self.end - self.start < HEADER_LEN + BeginRequestBody::LEN {
-                            break;
-                        }
-                        let body = &self.buf[self.start + HEADER_LEN..self.end];
-                        let Ok((_, begin)) = BeginRequestBody::parse(body) else {
-                            return Ok(false);
-                        };
-                        self.keep_conn = begin.keep_conn();
-                    }
-                    RecordType::Stdin if content == 0 => {
-                        self.stream.write_all(response.to(header.request_id))?;
-                        if !self.keep_conn {
-                            return Ok(false);
-                        }
-                    }
-                    RecordType::GetValues => {
-                        if self.end - self.start < whole {
-                            break;
-                        }
-                        self.answer_get_values(content)?;
-                    }
-                    RecordType::Params
-                    | RecordType::Stdin
-                    | RecordType::AbortRequest
-                    | RecordType::Data => {}
-                    _ => return Ok(false),
-                }
-                let available = self.end - self.start;
-                self.start += whole.min(available);
-                self.skip = whole.saturating_sub(available);
+            let stream = &mut self.stream;
+            if !self
+                .records
+                .scan(n, response, &mut |answer| stream.write_all(answer))?
+            {
+                return Ok(false);
             }
         }
     }
+}
 
-    fn answer_get_values(&mut self, content: usize) -> io::Result<()> {
-        let mut reply = Vec::new();
-        let mut rest = &self.buf[self.start + HEADER_LEN..self.start + HEADER_LEN + content];
-        while let Ok((after, pair)) = NameValue::parse(rest) {
-            let value: &[u8] = match pair.name {
-                b"FCGI_MAX_CONNS" => b"1024",
-                b"FCGI_MAX_REQS" => b"1024",
-                b"FCGI_MPXS_CONNS" => b"0",
-                _ => {
-                    rest = after;
-                    continue;
-                }
-            };
-            let answer = NameValue::new(pair.name, value);
-            let at = reply.len();
-            reply.resize(at + answer.encoded_len(), 0);
-            let _ = answer.encode(&mut reply[at..]);
-            rest = after;
+/// A connection's unparsed bytes and where it is in its records.
+struct Records {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// Bytes of the current record's content and padding still to skip.
+    skip: usize,
+    keep_conn: bool,
+}
+
+impl Records {
+    fn new() -> Records {
+        Records {
+            buf: vec![0u8; 80 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            skip: 0,
+            keep_conn: true,
         }
-        let mut record = vec![0u8; reply.len() + 16];
-        let n = Record::encode(RecordType::GetValuesResult, 0, &reply, &mut record)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        self.stream.write_all(&record[..n])
     }
+
+    /// Where the next bytes go: at least the rest of the buffer once what
+    /// is parsed is dropped (a record that matters is at most 64 KiB, so
+    /// there are at least 14 KiB).
+    fn room(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// How many of `n` bytes just received belong to content being
+    /// skipped, with nothing buffered before them: those need not be
+    /// copied into [`Records::room`] at all.
+    fn skip_incoming(&mut self, n: usize) -> usize {
+        if self.start != self.end {
+            return 0;
+        }
+        let skipped = self.skip.min(n);
+        self.skip -= skipped;
+        skipped
+    }
+
+    /// Takes `n` more bytes written into [`Records::room`], and hands
+    /// `answer` the answer to each request whose empty STDIN they complete
+    /// and to each FCGI_GET_VALUES; `Ok(false)` when the connection is done.
+    fn scan(
+        &mut self,
+        n: usize,
+        response: &mut Response,
+        answer: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<bool> {
+        self.end += n;
+        // Skip the rest of records whose content does not matter.
+        let skip = self.skip.min(self.end - self.start);
+        self.start += skip;
+        self.skip -= skip;
+        while self.skip == 0 && self.end - self.start >= HEADER_LEN {
+            let Ok((_, header)) = Header::parse(&self.buf[self.start..self.end]) else {
+                return Ok(false);
+            };
+            let content = usize::from(header.content_length);
+            let whole = HEADER_LEN + content + usize::from(header.padding_length);
+            match header.record_type {
+                RecordType::BeginRequest => {
+                    if self.end - self.start < HEADER_LEN + BeginRequestBody::LEN {
+                        break;
+                    }
+                    let body = &self.buf[self.start + HEADER_LEN..self.end];
+                    let Ok((_, begin)) = BeginRequestBody::parse(body) else {
+                        return Ok(false);
+                    };
+                    self.keep_conn = begin.keep_conn();
+                }
+                RecordType::Stdin if content == 0 => {
+                    answer(response.to(header.request_id))?;
+                    if !self.keep_conn {
+                        return Ok(false);
+                    }
+                }
+                RecordType::GetValues => {
+                    if self.end - self.start < whole {
+                        break;
+                    }
+                    let body =
+                        &self.buf[self.start + HEADER_LEN..self.start + HEADER_LEN + content];
+                    answer(&get_values_result(body)?)?;
+                }
+                RecordType::Params
+                | RecordType::Stdin
+                | RecordType::AbortRequest
+                | RecordType::Data => {}
+                _ => return Ok(false),
+            }
+            let available = self.end - self.start;
+            self.start += whole.min(available);
+            self.skip = whole.saturating_sub(available);
+        }
+        Ok(true)
+    }
+}
+
+/// The FCGI_GET_VALUES_RESULT record answering a FCGI_GET_VALUES body.
+fn get_values_result(mut rest: &[u8]) -> io::Result<Vec<u8>> {
+    let mut reply = Vec::new();
+    while let Ok((after, pair)) = NameValue::parse(rest) {
+        let value: &[u8] = match pair.name {
+            b"FCGI_MAX_CONNS" => b"1024",
+            b"FCGI_MAX_REQS" => b"1024",
+            b"FCGI_MPXS_CONNS" => b"0",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let answer = NameValue::new(pair.name, value);
+        let at = reply.len();
+        reply.resize(at + answer.encoded_len(), 0);
+        let _ = answer.encode(&mut reply[at..]);
+        rest = after;
+    }
+    let mut record = vec![0u8; reply.len() + 16];
+    let n = Record::encode(RecordType::GetValuesResult, 0, &reply, &mut record)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    record.truncate(n);
+    Ok(record)
 }
