@@ -112,6 +112,9 @@ pub(crate) struct Pools {
     params: RefCell<Spare<Box<Params>>>,
     outs: RefCell<Spare<Vec<u8>>>,
     slots: RefCell<Spare<Rc<Slot>>>,
+    /// The executor's socket ring ([`Settings::socket_ring`]), when it has
+    /// one.
+    pub(crate) ring: Option<Rc<crate::ring::SocketRing>>,
 }
 
 /// One pool: a stack of spare items, and the fewest it held since the last
@@ -156,8 +159,9 @@ fn keep<T>(pool: &RefCell<Spare<T>>, limit: usize, item: T) {
 
 impl Pools {
     /// Empty pools that keep up to `limit` items each.
-    pub(crate) fn new(limit: usize) -> Pools {
+    pub(crate) fn new(limit: usize, ring: Option<Rc<crate::ring::SocketRing>>) -> Pools {
         Pools {
+            ring,
             limit,
             blocks: RefCell::default(),
             landing: RefCell::new(vec![0; MIN_ROOM]),
@@ -216,6 +220,18 @@ pub(crate) struct Conn {
     reader_done: Cell<bool>,
     pools: Rc<Pools>,
     settings: Rc<Settings>,
+    /// With a socket ring: the reader's `recv` while it is out (it stays
+    /// out while the reader is woken for something else), and bytes of a
+    /// completed one that did not fit in the reader's block (provided
+    /// buffer, from, to).
+    armed: Cell<Option<usize>>,
+    leftover: Cell<Option<(u16, usize, usize)>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.disarm();
+    }
 }
 
 /// What the reader and the requests share about the connection.
@@ -397,6 +413,8 @@ impl Conn {
             reader_done: Cell::new(false),
             pools,
             settings,
+            armed: Cell::new(None),
+            leftover: Cell::new(None),
         }
     }
 
@@ -429,7 +447,12 @@ impl Conn {
         // one left always has bytes.
         IoSlice::advance_slices(&mut slices, 0);
         while let Some(first) = slices.first() {
-            let written = match self.try_write(slices) {
+            let small = slices.iter().map(|s| s.len()).sum::<usize>() <= crate::ring::BUFFER_LEN;
+            let tried = match self.pools.ring.as_ref().filter(|_| small) {
+                Some(ring) => self.ring_write(ring, slices).await,
+                None => self.try_write(slices),
+            };
+            let written = match tried {
                 Some(written) => written?,
                 None => {
                     poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, first))
@@ -442,6 +465,119 @@ impl Conn {
             IoSlice::advance_slices(&mut slices, written);
         }
         Ok(())
+    }
+
+    /// Writes what the socket takes now of `slices` through the executor's
+    /// socket ring: `None` when it has no room.
+    async fn ring_write(
+        &self,
+        ring: &Rc<crate::ring::SocketRing>,
+        slices: &[IoSlice<'_>],
+    ) -> Option<io::Result<usize>> {
+        let fd = self.stream.borrow().as_raw_fd();
+        let id = ring.send(fd, slices);
+        let guard = Abandon { ring, id: Some(id) };
+        let (result, _) = ring.wait(id).await;
+        std::mem::forget(guard);
+        match usize::try_from(result) {
+            Ok(n) => Some(Ok(n)),
+            Err(_) if result == -rustix::io::Errno::AGAIN.raw_os_error() => None,
+            Err(_) => Some(Err(io::Error::from_raw_os_error(-result))),
+        }
+    }
+
+    /// Gives up the reader's `recv` on the socket ring, and its leftover
+    /// bytes: before the lingering close reads through glommio, and when
+    /// the connection goes.
+    fn disarm(&self) {
+        if let Some(ring) = &self.pools.ring {
+            if let Some(id) = self.armed.take() {
+                ring.abandon(id);
+            }
+            if let Some((buffer, _, _)) = self.leftover.take() {
+                ring.give_back(buffer);
+            }
+        }
+    }
+
+    /// Waits for bytes through the executor's socket ring (or for the
+    /// reader's wake-up), and copies them after `end` in `current`; returns
+    /// what woke it and the room the bytes had. Bytes that do not fit stay
+    /// for the next call, which takes them before asking for more.
+    async fn ring_read(
+        &self,
+        ring: &crate::ring::SocketRing,
+        current: &mut Rc<Block>,
+        end: usize,
+        want: usize,
+    ) -> io::Result<(Woken, usize)> {
+        if let Some((buffer, from, to)) = self.leftover.take() {
+            let buf = room_in(current, end, want)?;
+            let room = buf.len();
+            let n = ring.copy_out(buffer, from, to, buf);
+            if from + n < to {
+                self.leftover.set(Some((buffer, from + n, to)));
+            } else {
+                ring.give_back(buffer);
+            }
+            return Ok((Woken::Read(Ok(n)), room));
+        }
+        let id = match self.armed.get() {
+            Some(id) => id,
+            None => {
+                let id = ring.recv(self.stream.borrow().as_raw_fd());
+                self.armed.set(Some(id));
+                id
+            }
+        };
+        if end == 0 {
+            self.lend_block(current);
+        }
+        let outcome = future::or(async { Some(ring.wait(id).await) }, async {
+            self.wake_reader.wait().await;
+            None
+        })
+        .await;
+        if end == 0 {
+            *current = self.pools.block();
+        }
+        let Some((result, flags)) = outcome else {
+            return Ok((Woken::Reader, MIN_ROOM));
+        };
+        self.armed.set(None);
+        match (
+            usize::try_from(result),
+            io_uring::cqueue::buffer_select(flags),
+        ) {
+            (Ok(0), _) => Ok((Woken::Read(Ok(0)), MIN_ROOM)),
+            (Ok(len), Some(buffer)) => {
+                let buf = room_in(current, end, want)?;
+                let room = buf.len();
+                let n = ring.copy_out(buffer, 0, len, buf);
+                if n < len {
+                    self.leftover.set(Some((buffer, n, len)));
+                } else {
+                    ring.give_back(buffer);
+                }
+                Ok((Woken::Read(Ok(n)), room))
+            }
+            (Ok(_), None) => Err(io::Error::other("a recv completed without a buffer")),
+            // No provided buffer free: read this time through glommio.
+            (Err(_), _) if result == -rustix::io::Errno::NOBUFS.raw_os_error() => {
+                let buf = room_in(current, end, want)?;
+                let room = buf.len();
+                let woken = future::or(async { Woken::Read(self.read(buf).await) }, async {
+                    self.wake_reader.wait().await;
+                    Woken::Reader
+                })
+                .await;
+                Ok((woken, room))
+            }
+            (Err(_), _) => Ok((
+                Woken::Read(Err(io::Error::from_raw_os_error(-result))),
+                MIN_ROOM,
+            )),
+        }
     }
 
     /// Writes what the socket takes now of `slices`, with one send and
@@ -735,6 +871,7 @@ async fn close(conn: &Conn, linger: bool) {
         // Dropping the connection closes the socket: no shutdown first.
         return;
     }
+    conn.disarm();
     let _ = conn
         .stream
         .borrow()
@@ -963,7 +1100,12 @@ async fn read_blocks(
         // connections then share a few blocks instead of holding one each.
         // The room the read gets (the landing buffer's, without a block).
         let mut room = MIN_ROOM;
-        let direct = if flowing {
+        let ring = conn.pools.ring.clone();
+        let direct = if let Some(ring) = &ring {
+            let (woken, ring_room) = conn.ring_read(ring, current, end, want).await?;
+            room = ring_room;
+            Some(woken)
+        } else if flowing {
             if end == 0 {
                 conn.lend_block(current);
             }
@@ -1040,6 +1182,21 @@ fn room_in(current: &mut Rc<Block>, end: usize, want: usize) -> io::Result<&mut 
     Rc::get_mut(current)
         .map(|block| block.room_after(end, want))
         .ok_or_else(|| io::Error::other("read block still shared"))
+}
+
+/// Abandons a socket ring operation when dropped: a write whose future is
+/// dropped before its `send` completed.
+struct Abandon<'a> {
+    ring: &'a crate::ring::SocketRing,
+    id: Option<usize>,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.ring.abandon(id);
+        }
+    }
 }
 
 /// The request `request_id` names now: the newest slot with that id. A

@@ -6,6 +6,7 @@ mod conn;
 mod handler;
 mod request;
 mod response;
+mod ring;
 mod server;
 mod settings;
 
@@ -13,7 +14,7 @@ pub use handler::Handler;
 pub use request::Request;
 pub use response::{Body, Chunks, Json};
 pub use server::{AsyncServer, ServerHandle, check_environment};
-pub use settings::{MAX_REQS_PER_CONN, Settings};
+pub use settings::{MAX_REQS_PER_CONN, SOCKET_RING_ENV, Settings};
 
 /// The protocol core this runtime drives (params, roles, the response head).
 pub use simple_fastcgi_core as core;

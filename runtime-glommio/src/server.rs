@@ -389,7 +389,25 @@ where
             done: conn::Signal::default(),
         });
         let is_tcp = self.is_tcp;
-        let pools = Rc::new(conn::Pools::new(settings.spare_buffers));
+        // The executor's socket ring, made here: only the thread that makes
+        // it may submit to it.
+        let ring = if settings.socket_ring {
+            match crate::ring::SocketRing::new() {
+                Ok(ring) => {
+                    glommio::spawn_local(Rc::clone(&ring).drive()).detach();
+                    Some(ring)
+                }
+                Err(error) => {
+                    eprintln!(
+                        "simple-fastcgi: no socket ring on this executor ({error}); reading and writing sockets directly"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let pools = Rc::new(conn::Pools::new(settings.spare_buffers, ring));
         // Timeouts: one sweep over this executor's connections on every
         // tick of the ticker, instead of a timer on every read. The same
         // task trims the memory pools every POOL_TRIM_EVERY.

@@ -9,6 +9,10 @@ use simple_fastcgi_core::{FCGI_WEB_SERVER_ADDRS, WebServerAddrs};
 /// core's request table); [`Settings::max_reqs_per_conn`] may be lower.
 pub const MAX_REQS_PER_CONN: usize = 64;
 
+/// The environment variable that turns [`Settings::socket_ring`] on (`1`)
+/// in [`Settings::from_env`].
+pub const SOCKET_RING_ENV: &str = "SFCGI_SOCKET_RING";
+
 /// The async server's limits and timeouts. Every field has a documented
 /// default ([`Settings::default`]).
 #[derive(Debug, Clone)]
@@ -23,6 +27,21 @@ pub struct Settings {
     /// CPU time while idle, which a web server on the same CPU would
     /// rather have. Default: 0.
     pub spin_before_park: Duration,
+    /// Put the connections' socket reads and writes on an io_uring of each
+    /// executor's own, instead of a `recv` and a `send` per request straight
+    /// on the socket. Busy executors then make a fraction of a syscall per
+    /// request (about 0.4 with 8 kept connections, under 0.1 with 64,
+    /// against 2), at 10% to 40% more CPU per request with 8 connections
+    /// and about the same with 64 (`benches/syscalls.sh`), 1.5 MiB more
+    /// memory, and a few more allocations each time an executor sleeps.
+    /// Needs Linux 6.1 (the ring is
+    /// made with `DEFER_TASKRUN` and `SINGLE_ISSUER`, with provided buffers):
+    /// where the kernel cannot make it, the executor says so on stderr and
+    /// reads and writes as without it. Each executor's ring has 1 MiB of
+    /// receive buffers. Default: false (it costs more CPU than it saves
+    /// with few connections); [`Settings::from_env`] turns it on
+    /// when `SFCGI_SOCKET_RING` is `1`.
+    pub socket_ring: bool,
     /// The most open transport connections, over all executors (reported as
     /// FCGI_MAX_CONNS). A connection accepted beyond this is closed at once.
     /// Default: 1024.
@@ -76,8 +95,11 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The defaults, with `web_server_addrs` from the environment. Fails if
-    /// `FCGI_WEB_SERVER_ADDRS` is set but not a valid list.
+    /// The defaults, with `web_server_addrs` from the environment
+    /// (`FCGI_WEB_SERVER_ADDRS`) and `socket_ring` on when
+    /// `SFCGI_SOCKET_RING` is `1`. Fails if `FCGI_WEB_SERVER_ADDRS` is set
+    /// but not a valid list, or `SFCGI_SOCKET_RING` is set to something
+    /// other than `0` or `1`.
     pub fn from_env() -> io::Result<Settings> {
         let web_server_addrs = match std::env::var(FCGI_WEB_SERVER_ADDRS) {
             Ok(list) => Some(
@@ -92,8 +114,20 @@ impl Settings {
                 ));
             }
         };
+        let socket_ring = match std::env::var_os(SOCKET_RING_ENV) {
+            None => false,
+            Some(value) if value == "0" => false,
+            Some(value) if value == "1" => true,
+            Some(value) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{SOCKET_RING_ENV} is {value:?}, not 0 or 1"),
+                ));
+            }
+        };
         Ok(Settings {
             web_server_addrs,
+            socket_ring,
             ..Settings::default()
         })
     }
@@ -105,6 +139,7 @@ impl Default for Settings {
         Settings {
             executors: std::thread::available_parallelism().map_or(1, |n| n.get()),
             spin_before_park: Duration::ZERO,
+            socket_ring: false,
             max_conns: 1024,
             multiplex: true,
             max_reqs_per_conn: 16,

@@ -1,0 +1,477 @@
+//! An executor's socket ring ([`Settings::socket_ring`]): the connections'
+//! socket reads and writes on an io_uring of the executor's own, set up
+//! with `DEFER_TASKRUN`, `SINGLE_ISSUER` and `TASKRUN_FLAG`, and a ring of
+//! provided receive buffers (`fcgi-least --uring` in `benches/` is the same
+//! set-up without glommio).
+//!
+//! A connection queues operations: a `recv` that takes a provided buffer
+//! when its bytes come, or a `send` of bytes copied into the operation. The
+//! executor's driver task hands everything queued to the kernel with one
+//! `io_uring_enter`, which also runs the kernel's deferred work (the `recv`s
+//! whose bytes came since), and passes the completions to the connections.
+//! A busy executor so makes one syscall for many connections' reads and
+//! writes. When nothing is queued and the kernel has no work for the ring,
+//! the driver waits through glommio, on an eventfd registered with the
+//! ring, which the kernel signals when work comes: the executor sleeps as
+//! it does without the ring.
+//!
+//! Nothing the kernel uses can go away under it: receive buffers belong to
+//! the ring, and a `send`'s bytes to its operation, until it completes; a
+//! connection that stops waiting abandons its operations, which are
+//! dropped before submission or cancelled.
+//!
+//! [`Settings::socket_ring`]: crate::Settings::socket_ring
+
+use std::cell::{Cell, RefCell};
+use std::future::{Future, poll_fn};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::pin::Pin;
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::task::{Poll, Waker};
+
+use glommio::io::BufferedFile;
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+/// Provided receive buffers per executor: how many, and how big each is
+/// (a 64 KiB body takes four `recv`s). A write of at most `BUFFER_LEN`
+/// bytes goes through the ring; a longer one is written directly.
+const BUFFERS: u16 = 64;
+pub(crate) const BUFFER_LEN: usize = 16 * 1024;
+/// The most bytes a free operation slot keeps allocated for its next
+/// `send`: enough for a small response.
+const KEPT_SEND_ROOM: usize = 4096;
+/// The buffer group the provided buffers form.
+const GROUP: u16 = 0;
+/// Submission queue entries; more queued operations wait for the next
+/// `io_uring_enter`.
+const RING_ENTRIES: u32 = 256;
+/// User data of cancellations, whose completions are ignored.
+const CANCEL: u64 = u64::MAX;
+
+/// An operation's result: the kernel's result and the completion's flags.
+pub(crate) type Outcome = (i32, u32);
+
+/// Where an operation is.
+#[derive(Default)]
+enum State {
+    #[default]
+    Free,
+    Queued,
+    InKernel,
+    Done(Outcome),
+    /// Its owner went away while the kernel had it: freed (and its buffer
+    /// given back) when it completes.
+    Abandoned,
+}
+
+/// One operation's slot.
+#[derive(Default)]
+struct Op {
+    state: State,
+    waker: Option<Waker>,
+    /// A send's bytes, owned here so that nothing the kernel reads can go
+    /// away before it completes.
+    bytes: Vec<u8>,
+}
+
+/// The executor's socket ring.
+pub(crate) struct SocketRing {
+    ring: RefCell<IoUring>,
+    provided: RefCell<Provided>,
+    ops: RefCell<Vec<Op>>,
+    free: RefCell<Vec<usize>>,
+    queue: RefCell<Vec<squeue::Entry>>,
+    /// Operations the kernel holds (recvs that wait for data).
+    in_kernel: Cell<usize>,
+    /// The last `io_uring_enter` brought completions: the kernel may hold
+    /// more deferred work than one call runs (it runs a bounded batch, and
+    /// clears the TASKRUN flag even when some is left), so the next turn
+    /// enters again, and the driver sleeps only after a call that brought
+    /// nothing.
+    again: Cell<bool>,
+    driver: RefCell<Option<Waker>>,
+    wake_file: BufferedFile,
+}
+
+/// The ring of provided buffers, shared with the kernel, and the buffers.
+struct Provided {
+    /// `BUFFERS` entries in a page-aligned mapping.
+    entries: NonNull<types::BufRingEntry>,
+    tail: u16,
+    memory: Box<[u8]>,
+}
+
+impl Provided {
+    fn new(ring: &IoUring) -> io::Result<Provided> {
+        let size = usize::from(BUFFERS) * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: a new anonymous private mapping, which nothing else uses.
+        // It is never unmapped (one per executor, for the life of the
+        // process), so the kernel's use of it (registered below) stays
+        // valid even after the ring is gone.
+        let entries = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                size,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE,
+            )
+        }?;
+        let entries = NonNull::new(entries.cast::<types::BufRingEntry>())
+            .ok_or_else(|| io::Error::other("mmap gave a null pointer"))?;
+        // SAFETY: `entries` holds BUFFERS page-aligned entries for good.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                BUFFERS,
+                GROUP,
+                0,
+            )
+        }?;
+        let mut provided = Provided {
+            entries,
+            tail: 0,
+            memory: vec![0u8; usize::from(BUFFERS) * BUFFER_LEN].into_boxed_slice(),
+        };
+        for id in 0..BUFFERS {
+            provided.give_back(id);
+        }
+        Ok(provided)
+    }
+
+    /// Bytes `from..to` of buffer `id`.
+    fn bytes(&self, id: u16, from: usize, to: usize) -> &[u8] {
+        let at = usize::from(id) * BUFFER_LEN;
+        self.memory
+            .get(at + from.min(BUFFER_LEN)..at + to.min(BUFFER_LEN))
+            .unwrap_or_default()
+    }
+
+    /// Hands buffer `id` to the kernel again.
+    fn give_back(&mut self, id: u16) {
+        if id >= BUFFERS {
+            return;
+        }
+        let at = usize::from(id) * BUFFER_LEN;
+        let addr = self.memory[at..].as_ptr() as u64;
+        let slot = usize::from(self.tail % BUFFERS);
+        // SAFETY: within the mapping; only this thread writes entries, and
+        // the kernel reads one only once the tail published below covers it.
+        let entry = unsafe { &mut *self.entries.as_ptr().add(slot) };
+        entry.set_addr(addr);
+        entry.set_len(u32::try_from(BUFFER_LEN).unwrap_or(u32::MAX));
+        entry.set_bid(id);
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail overlays entry 0's reserved field, aligned.
+        let tail =
+            unsafe { &*types::BufRingEntry::tail(self.entries.as_ptr()).cast::<AtomicU16>() };
+        tail.store(self.tail, Ordering::Release);
+    }
+}
+
+impl SocketRing {
+    /// The executor's ring, or why there is none.
+    pub(crate) fn new() -> io::Result<Rc<SocketRing>> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(RING_ENTRIES)?;
+        let provided = Provided::new(&ring)?;
+        // Blocking: glommio's read of it then waits (in the kernel, through
+        // io_uring) instead of failing with EAGAIN.
+        let eventfd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
+        ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        // SAFETY: the eventfd is ours, handed to glommio, which closes it.
+        let wake_file = unsafe { BufferedFile::from_raw_fd(eventfd.into_raw_fd()) };
+        Ok(Rc::new(SocketRing {
+            ring: RefCell::new(ring),
+            provided: RefCell::new(provided),
+            ops: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            queue: RefCell::new(Vec::new()),
+            in_kernel: Cell::new(0),
+            again: Cell::new(false),
+            driver: RefCell::new(None),
+            wake_file,
+        }))
+    }
+
+    /// A free operation slot.
+    fn slot(&self) -> usize {
+        if let Some(id) = self.free.borrow_mut().pop() {
+            return id;
+        }
+        let mut ops = self.ops.borrow_mut();
+        ops.push(Op::default());
+        ops.len() - 1
+    }
+
+    /// Queues `entry` as operation `id`, and wakes the driver.
+    fn enqueue(&self, id: usize, entry: squeue::Entry) {
+        self.ops.borrow_mut()[id].state = State::Queued;
+        self.queue.borrow_mut().push(entry.user_data(id as u64));
+        if let Some(waker) = self.driver.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Queues a `recv` on `fd` into a provided buffer.
+    pub(crate) fn recv(&self, fd: RawFd) -> usize {
+        let id = self.slot();
+        let entry = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
+            .buf_group(GROUP)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT);
+        self.enqueue(id, entry);
+        id
+    }
+
+    /// Queues a `send` of `slices` (copied) on `fd`, which completes in the
+    /// call that submits it (`MSG_DONTWAIT`: `-EAGAIN` when the socket is
+    /// full).
+    pub(crate) fn send(&self, fd: RawFd, slices: &[io::IoSlice<'_>]) -> usize {
+        let id = self.slot();
+        let entry = {
+            let mut ops = self.ops.borrow_mut();
+            let bytes = &mut ops[id].bytes;
+            bytes.clear();
+            for slice in slices {
+                bytes.extend_from_slice(slice);
+            }
+            opcode::Send::new(
+                types::Fd(fd),
+                bytes.as_ptr(),
+                u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            )
+            .flags(libc_flags::MSG_DONTWAIT | libc_flags::MSG_NOSIGNAL)
+            .build()
+        };
+        self.enqueue(id, entry);
+        id
+    }
+
+    /// The outcome of operation `id`, once it completed; the slot is free
+    /// again afterwards.
+    pub(crate) fn poll(&self, id: usize, waker: &Waker) -> Poll<Outcome> {
+        let mut ops = self.ops.borrow_mut();
+        let op = &mut ops[id];
+        if let State::Done(outcome) = op.state {
+            op.state = State::Free;
+            op.waker = None;
+            // A slot keeps the room of a small send for the next one, not
+            // that of every large one it ever made.
+            if op.bytes.capacity() > KEPT_SEND_ROOM {
+                op.bytes = Vec::new();
+            }
+            drop(ops);
+            self.free.borrow_mut().push(id);
+            return Poll::Ready(outcome);
+        }
+        op.waker = Some(waker.clone());
+        Poll::Pending
+    }
+
+    /// Waits for operation `id`.
+    pub(crate) async fn wait(&self, id: usize) -> Outcome {
+        poll_fn(|cx| self.poll(id, cx.waker())).await
+    }
+
+    /// Its owner no longer wants operation `id`: a queued one is dropped
+    /// before submission, one in the kernel is cancelled, a completed one
+    /// gives its buffer back.
+    pub(crate) fn abandon(&self, id: usize) {
+        let mut ops = self.ops.borrow_mut();
+        let op = &mut ops[id];
+        op.waker = None;
+        match std::mem::take(&mut op.state) {
+            // Dropped from the queue when the driver comes to it.
+            State::Queued => op.state = State::Abandoned,
+            State::InKernel => {
+                op.state = State::Abandoned;
+                drop(ops);
+                let cancel = opcode::AsyncCancel::new(id as u64)
+                    .build()
+                    .user_data(CANCEL);
+                self.queue.borrow_mut().push(cancel);
+                if let Some(waker) = self.driver.borrow_mut().take() {
+                    waker.wake();
+                }
+            }
+            State::Done((_, flags)) => {
+                drop(ops);
+                if let Some(buffer) = cqueue::buffer_select(flags) {
+                    self.provided.borrow_mut().give_back(buffer);
+                }
+                self.free.borrow_mut().push(id);
+            }
+            State::Free | State::Abandoned => {}
+        }
+    }
+
+    /// Copies bytes `from..to` of provided buffer `buffer` into `into`.
+    pub(crate) fn copy_out(&self, buffer: u16, from: usize, to: usize, into: &mut [u8]) -> usize {
+        let provided = self.provided.borrow();
+        let bytes = provided.bytes(buffer, from, to);
+        let n = bytes.len().min(into.len());
+        into[..n].copy_from_slice(&bytes[..n]);
+        n
+    }
+
+    /// Hands a provided buffer whose bytes were taken back to the kernel.
+    pub(crate) fn give_back(&self, buffer: u16) {
+        self.provided.borrow_mut().give_back(buffer);
+    }
+
+    /// The driver: submits, runs the kernel's deferred work, hands out
+    /// completions; sleeps through glommio when there is nothing.
+    pub(crate) async fn drive(self: Rc<Self>) {
+        // The read of the eventfd outlives the waits it serves: dropping a
+        // read glommio has submitted would leave it armed in the kernel,
+        // where it could take the next signal meant for its successor.
+        let mut wake_read: Option<Pin<Box<dyn Future<Output = ()> + '_>>> = None;
+        loop {
+            let queued = !self.queue.borrow().is_empty();
+            let kernel_work = self.ring.borrow_mut().submission().taskrun();
+            if queued || kernel_work || self.again.get() {
+                self.enter();
+                let reaped = self.reap();
+                self.again.set(reaped > 0 && self.in_kernel.get() > 0);
+                futures_lite::future::yield_now().await;
+                continue;
+            }
+            // Nothing to do now: wait for something queued, or (when the
+            // kernel holds operations) for the kernel's signal.
+            let queued_wait = poll_fn(|cx| {
+                if self.queue.borrow().is_empty() {
+                    *self.driver.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            });
+            if self.in_kernel.get() > 0 {
+                let read = wake_read.get_or_insert_with(|| {
+                    Box::pin(async {
+                        let _ = self.wake_file.read_at(0, 8).await;
+                    })
+                });
+                let signalled = futures_lite::future::or(
+                    async {
+                        queued_wait.await;
+                        false
+                    },
+                    async {
+                        read.as_mut().await;
+                        true
+                    },
+                )
+                .await;
+                if signalled {
+                    wake_read = None;
+                }
+            } else {
+                queued_wait.await;
+            }
+        }
+    }
+
+    /// Submits what is queued, and runs the kernel's deferred work.
+    fn enter(&self) {
+        let mut ring = self.ring.borrow_mut();
+        {
+            let mut queue = self.queue.borrow_mut();
+            let mut ops = self.ops.borrow_mut();
+            let mut sq = ring.submission();
+            let room = sq.capacity() - sq.len();
+            let n = room.min(queue.len());
+            for entry in queue.drain(..n) {
+                let id = entry.get_user_data();
+                if id != CANCEL {
+                    let index = usize::try_from(id).unwrap_or(usize::MAX);
+                    let Some(op) = ops.get_mut(index) else {
+                        continue;
+                    };
+                    match op.state {
+                        State::Queued => op.state = State::InKernel,
+                        // Abandoned before submission: nothing to submit.
+                        State::Abandoned => {
+                            op.state = State::Free;
+                            self.free.borrow_mut().push(index);
+                            continue;
+                        }
+                        _ => continue,
+                    }
+                    self.in_kernel.set(self.in_kernel.get() + 1);
+                }
+                // SAFETY: a recv's buffer is the ring's provided memory, and
+                // a send's bytes are its op's, kept until it completes.
+                if unsafe { sq.push(&entry) }.is_err() {
+                    break;
+                }
+            }
+        }
+        // Always with GETEVENTS, which runs the kernel's deferred work
+        // (data that came for armed recvs) inside this call.
+        let to_submit = u32::try_from(ring.submission().len()).unwrap_or(u32::MAX);
+        loop {
+            // SAFETY: no wait (min_complete 0) and no argument.
+            let entered = unsafe {
+                ring.submitter()
+                    .enter::<u64>(to_submit, 0, ENTER_GETEVENTS, None)
+            };
+            match entered {
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INTR.raw_os_error()) => {}
+                _ => break,
+            }
+        }
+    }
+
+    /// Hands out what completed; returns how many did.
+    fn reap(&self) -> usize {
+        let mut ring = self.ring.borrow_mut();
+        let mut reaped = 0;
+        for done in ring.completion() {
+            reaped += 1;
+            let id = done.user_data();
+            if id == CANCEL {
+                continue;
+            }
+            self.in_kernel.set(self.in_kernel.get().saturating_sub(1));
+            let mut ops = self.ops.borrow_mut();
+            let index = usize::try_from(id).unwrap_or(usize::MAX);
+            let Some(op) = ops.get_mut(index) else {
+                continue;
+            };
+            match op.state {
+                State::InKernel => {
+                    op.state = State::Done((done.result(), done.flags()));
+                    if let Some(waker) = op.waker.take() {
+                        waker.wake();
+                    }
+                }
+                State::Abandoned => {
+                    op.state = State::Free;
+                    drop(ops);
+                    if let Some(buffer) = cqueue::buffer_select(done.flags()) {
+                        self.provided.borrow_mut().give_back(buffer);
+                    }
+                    self.free.borrow_mut().push(index);
+                }
+                _ => {}
+            }
+        }
+        reaped
+    }
+}
+
+/// `IORING_ENTER_GETEVENTS`.
+const ENTER_GETEVENTS: u32 = 1;
+
+/// Send flags, as the kernel's ABI numbers them.
+mod libc_flags {
+    pub(super) const MSG_DONTWAIT: i32 = 0x40;
+    pub(super) const MSG_NOSIGNAL: i32 = 0x4000;
+}
