@@ -141,6 +141,38 @@ fn std_runtime_allocates_nothing_per_request() {
 
 #[test]
 fn glommio_runtime_allocates_only_for_glommio_s_sleeps() {
+    // One client at a time: the executor sleeps once per request, and
+    // glommio 0.9 allocates up to 7 times for that (two preemption timers,
+    // a linked pair of ring entries, the wait on the socket); here 5.8-6.4
+    // per request. While the sweeper slept on a glommio timer it was
+    // 8.6-9.6 here (12 in a release build).
+    let per_request = glommio_allocations_per_request(false);
+    assert!(
+        per_request < 7.5,
+        "{per_request:.2} allocations per request"
+    );
+}
+
+#[test]
+fn glommio_with_its_socket_ring_allocates_only_for_glommio_s_sleeps() {
+    // With the socket ring the executor sleeps on the ring's eventfd, which
+    // glommio reads through a buffered file: besides the sleep's own
+    // allocations, a read allocates its source and its buffer, and the
+    // driver boxes its wait. Here 6.0 per request (5.6 without the ring);
+    // `alloc-count 30000 1`, a release build under fcgi-load, counts 14.7
+    // (7.0 without); why the two differ so is not known yet. None
+    // is the runtime's own: its operation slots and send buffers are
+    // reused.
+    let per_request = glommio_allocations_per_request(true);
+    assert!(
+        per_request < 10.0,
+        "{per_request:.2} allocations per request"
+    );
+}
+
+/// Allocations per request of a glommio hello server, one executor, one
+/// client sending kept requests one at a time.
+fn glommio_allocations_per_request(socket_ring: bool) -> f64 {
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -159,6 +191,7 @@ fn glommio_runtime_allocates_only_for_glommio_s_sleeps() {
     .with_settings(simple_fastcgi_glommio::Settings {
         executors: 1,
         handle_signals: false,
+        socket_ring,
         ..simple_fastcgi_glommio::Settings::default()
     });
     let handle = server.handle();
@@ -170,16 +203,11 @@ fn glommio_runtime_allocates_only_for_glommio_s_sleeps() {
     handle.shutdown();
     drop(stream);
     serving.join().unwrap().unwrap();
-    // One client at a time: the executor sleeps once per request, and
-    // glommio 0.9 allocates up to 7 times for that (two preemption timers,
-    // a linked pair of ring entries, the wait on the socket); here 5.8-6.4
-    // per request. While the sweeper slept on a glommio timer it was
-    // 8.6-9.6 here (12 in a release build).
     let per_request = allocations as f64 / requests as f64;
-    assert!(
-        per_request < 7.5,
-        "{per_request:.2} allocations per request ({allocations} over {requests})"
+    eprintln!(
+        "socket ring {socket_ring}: {per_request:.2} allocations per request ({allocations} over {requests})"
     );
+    per_request
 }
 
 #[test]

@@ -36,8 +36,12 @@ impl InProcess {
         // The library's bind: a listen backlog of LISTEN_BACKLOG, not 128.
         let listener = simple_fastcgi_glommio::Listener::bind("127.0.0.1:0").unwrap();
         let addr = Addr::Tcp(listener.local_addr());
+        // `SFCGI_SOCKET_RING=1` runs the in-process servers with their
+        // socket rings on too (`.ci/run` runs this file once more so).
+        let from_env = Settings::from_env().expect("the test's environment");
         let settings = Settings {
             handle_signals: false,
+            socket_ring: settings.socket_ring || from_env.socket_ring,
             ..settings
         };
         let server = AsyncServer::from_listener(listener, factory)
@@ -81,6 +85,49 @@ fn one_executor() -> Settings {
 }
 
 // The suite both runtimes pass (tests/tests/common).
+
+/// The example-app part of the suite again, with the socket ring on.
+macro_rules! with_socket_ring {
+    ($($test:ident),* $(,)?) => {
+        mod socket_ring {
+            use super::{Runtime, common};
+            $(
+                #[test]
+                fn $test() {
+                    common::$test(Runtime::GlommioRing);
+                }
+            )*
+            #[test]
+            fn out_of_descriptors_neither_spins_nor_stops_serving() {
+                common::overload::out_of_descriptors_neither_spins_nor_stops_serving(
+                    Runtime::GlommioRing,
+                );
+            }
+        }
+    };
+}
+
+with_socket_ring!(
+    get_values_reports_the_real_limits,
+    unknown_management_type_gets_unknown_type,
+    unknown_role_gets_unknown_role,
+    long_and_short_response_heads_go_out_whole,
+    hundreds_of_requests_on_one_kept_connection,
+    a_request_followed_by_a_half_close_is_answered_then_closed,
+    without_keep_conn_the_app_closes_the_connection,
+    input_fed_one_byte_at_a_time,
+    large_params_fit_and_too_large_params_get_431,
+    abort_mid_body_ends_the_request,
+    bad_input_closes_that_connection_and_a_fresh_one_works,
+    large_bodies_round_trip,
+    client_gone_mid_response_costs_one_connection,
+    sigterm_lets_the_in_flight_request_finish_then_exits_0,
+    web_server_addrs_is_enforced_for_tcp,
+    many_concurrent_clients,
+    stdin_sent_after_the_answer_is_taken_before_the_close,
+    input_of_a_refused_request_is_taken_before_the_close,
+    sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones,
+);
 
 #[test]
 fn get_values_reports_the_real_limits() {

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use simple_fastcgi_core::{ProtocolStatus, RecordType, Role};
-use simple_fastcgi_tests::app::{App, MALLOC_RETURNS_MEMORY, Transport};
+use simple_fastcgi_tests::app::{MALLOC_RETURNS_MEMORY, Transport};
 use simple_fastcgi_tests::client::{Addr, Client};
 use simple_fastcgi_tests::wire::{Wire, encode_pairs, pattern};
 
@@ -77,8 +77,13 @@ fn glommio_survives_hostile_peers() {
     survives_hostile_peers(Runtime::Glommio);
 }
 
+#[test]
+fn glommio_socket_ring_survives_hostile_peers() {
+    survives_hostile_peers(Runtime::GlommioRing);
+}
+
 fn survives_hostile_peers(rt: Runtime) {
-    let mut app = App::spawn(rt.app("mirror"), Transport::Tcp, MALLOC_RETURNS_MEMORY);
+    let mut app = rt.spawn("mirror", Transport::Tcp, MALLOC_RETURNS_MEMORY);
     let addr = app.addr().clone();
     normal_request(&addr).expect("a normal request before any case");
     let mut baseline = 0;

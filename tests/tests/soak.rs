@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use simple_fastcgi_core::{ProtocolStatus, RecordType, Role};
-use simple_fastcgi_tests::app::{App, MALLOC_RETURNS_MEMORY, Transport};
+use simple_fastcgi_tests::app::{MALLOC_RETURNS_MEMORY, Transport};
 use simple_fastcgi_tests::client::{Addr, Client};
 use simple_fastcgi_tests::wire::{Wire, nginx_params, pattern};
 
@@ -55,13 +55,18 @@ fn glommio_soak() {
     soak(Runtime::Glommio);
 }
 
+#[test]
+fn glommio_socket_ring_soak() {
+    soak(Runtime::GlommioRing);
+}
+
 fn soak(rt: Runtime) {
     let total: u64 = std::env::var("SOAK_REQUESTS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(DEFAULT_REQUESTS)
         .max(2 * WARM);
-    let app = App::spawn(rt.app("mirror"), Transport::Unix, MALLOC_RETURNS_MEMORY);
+    let app = rt.spawn("mirror", Transport::Unix, MALLOC_RETURNS_MEMORY);
     let addr = app.addr().clone();
     let burst_done = Arc::new(AtomicU64::new(0));
     let burst: Vec<_> = (0..BURST_CLIENTS)

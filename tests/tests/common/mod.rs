@@ -29,6 +29,9 @@ pub enum Runtime {
     Std,
     /// simple-fastcgi-glommio.
     Glommio,
+    /// simple-fastcgi-glommio with its socket ring on
+    /// (`Settings::socket_ring`, `SFCGI_SOCKET_RING=1`).
+    GlommioRing,
 }
 
 impl Runtime {
@@ -41,20 +44,40 @@ impl Runtime {
             (Runtime::Std, "redirect") => "redirect",
             (Runtime::Std, "dir-listing") => "dir-listing-sync",
             (Runtime::Std, "authorizer") => "authorizer",
-            (Runtime::Glommio, "hello") => "hello-async",
-            (Runtime::Glommio, "echo") => "echo-async",
-            (Runtime::Glommio, "mirror") => "mirror-async",
-            (Runtime::Glommio, "redirect") => "redirect-async",
-            (Runtime::Glommio, "dir-listing") => "dir-listing",
-            (Runtime::Glommio, "authorizer") => "authorizer-async",
+            (Runtime::Glommio | Runtime::GlommioRing, "hello") => "hello-async",
+            (Runtime::Glommio | Runtime::GlommioRing, "echo") => "echo-async",
+            (Runtime::Glommio | Runtime::GlommioRing, "mirror") => "mirror-async",
+            (Runtime::Glommio | Runtime::GlommioRing, "redirect") => "redirect-async",
+            (Runtime::Glommio | Runtime::GlommioRing, "dir-listing") => "dir-listing",
+            (Runtime::Glommio | Runtime::GlommioRing, "authorizer") => "authorizer-async",
             _ => panic!("no {name} example"),
         }
+    }
+
+    /// Starts the example `name` on this runtime with `env` added.
+    pub fn spawn(self, name: &str, transport: Transport, env: &[(&str, &str)]) -> App {
+        self.spawn_limited(name, transport, env, None)
+    }
+
+    /// [`Runtime::spawn`], with an open-file limit.
+    pub fn spawn_limited(
+        self,
+        name: &str,
+        transport: Transport,
+        env: &[(&str, &str)],
+        max_files: Option<u32>,
+    ) -> App {
+        let mut env = env.to_vec();
+        if self == Runtime::GlommioRing {
+            env.push((simple_fastcgi_glommio::SOCKET_RING_ENV, "1"));
+        }
+        App::spawn_limited(self.app(name), transport, &env, max_files)
     }
 }
 
 fn both_transports(rt: Runtime, test: impl Fn(&App)) {
     for transport in [Transport::Tcp, Transport::Unix] {
-        let app = App::spawn(rt.app("hello"), transport, &[]);
+        let app = rt.spawn("hello", transport, &[]);
         test(&app);
     }
 }
@@ -77,7 +100,7 @@ pub fn get_values_reports_the_real_limits(rt: Runtime) {
                 simple_fastcgi_std::Settings::default().workers.to_string(),
                 "0",
             ),
-            Runtime::Glommio => ((1024 * 16).to_string(), "1"),
+            Runtime::Glommio | Runtime::GlommioRing => ((1024 * 16).to_string(), "1"),
         };
         assert_eq!(
             values,
@@ -96,7 +119,7 @@ pub fn get_values_reports_the_real_limits(rt: Runtime) {
 }
 
 pub fn unknown_management_type_gets_unknown_type(rt: Runtime) {
-    let app = App::spawn(rt.app("hello"), Transport::Tcp, &[]);
+    let app = rt.spawn("hello", Transport::Tcp, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
     client
         .send_wire(&Wire::new().record(RecordType::Unknown(0x42), 0, b"?"))
@@ -111,7 +134,7 @@ pub fn unknown_management_type_gets_unknown_type(rt: Runtime) {
 }
 
 pub fn unknown_role_gets_unknown_role(rt: Runtime) {
-    let app = App::spawn(rt.app("hello"), Transport::Unix, &[]);
+    let app = rt.spawn("hello", Transport::Unix, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
     client
         .send_wire(
@@ -148,7 +171,7 @@ pub fn hundreds_of_requests_on_one_kept_connection(rt: Runtime) {
 }
 
 pub fn without_keep_conn_the_app_closes_the_connection(rt: Runtime) {
-    let app = App::spawn(rt.app("hello"), Transport::Tcp, &[]);
+    let app = rt.spawn("hello", Transport::Tcp, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
     let response = client.request(1, false, &[], b"").unwrap();
     assert_eq!(response.stdout, HELLO);
@@ -187,7 +210,7 @@ pub fn a_request_followed_by_a_half_close_is_answered_then_closed(rt: Runtime) {
 /// (a broken pipe on a Unix socket, a reset on TCP) and it answers 502.
 /// The app lingers: the write goes through, then the connection closes.
 pub fn stdin_sent_after_the_answer_is_taken_before_the_close(rt: Runtime) {
-    let app = App::spawn(rt.app("hello"), Transport::Unix, &[]);
+    let app = rt.spawn("hello", Transport::Unix, &[]);
     for _ in 0..5 {
         let mut client = Client::connect(app.addr()).unwrap();
         client.set_timeout(Duration::from_secs(5)).unwrap();
@@ -214,7 +237,7 @@ pub fn stdin_sent_after_the_answer_is_taken_before_the_close(rt: Runtime) {
 /// of STDIN are more than the socket buffers hold, so they go through
 /// only if the app reads them.
 pub fn input_of_a_refused_request_is_taken_before_the_close(rt: Runtime) {
-    let app = App::spawn(rt.app("hello"), Transport::Unix, &[]);
+    let app = rt.spawn("hello", Transport::Unix, &[]);
     for _ in 0..5 {
         let mut client = Client::connect(app.addr()).unwrap();
         client.set_timeout(Duration::from_secs(5)).unwrap();
@@ -314,7 +337,7 @@ pub fn a_bound_unix_socket_is_served_then_removed(path: &std::path::Path, stop: 
 }
 
 pub fn input_fed_one_byte_at_a_time(rt: Runtime) {
-    let app = App::spawn(rt.app("mirror"), Transport::Unix, &[]);
+    let app = rt.spawn("mirror", Transport::Unix, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
     let body = pattern(3000);
     let wire = Wire::new()
@@ -339,7 +362,7 @@ pub fn input_fed_one_byte_at_a_time(rt: Runtime) {
 /// A response head longer than the room kept for heads (1 KiB in the
 /// glommio runtime) goes out whole, and short ones around it too.
 pub fn long_and_short_response_heads_go_out_whole(rt: Runtime) {
-    let app = App::spawn(rt.app("redirect"), Transport::Unix, &[]);
+    let app = rt.spawn("redirect", Transport::Unix, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
     for (id, len) in [(1u16, 10usize), (2, 3000), (3, 1000), (4, 20)] {
         let target = format!("/{}", "t".repeat(len));
@@ -359,7 +382,7 @@ pub fn long_and_short_response_heads_go_out_whole(rt: Runtime) {
 }
 
 pub fn large_params_fit_and_too_large_params_get_431(rt: Runtime) {
-    let app = App::spawn(rt.app("echo"), Transport::Tcp, &[]);
+    let app = rt.spawn("echo", Transport::Tcp, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
     let cookie = "c".repeat(40 * 1024);
     let response = client
@@ -394,7 +417,7 @@ pub fn large_params_fit_and_too_large_params_get_431(rt: Runtime) {
 }
 
 pub fn abort_mid_body_ends_the_request(rt: Runtime) {
-    let app = App::spawn(rt.app("mirror"), Transport::Unix, &[]);
+    let app = rt.spawn("mirror", Transport::Unix, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
     client
         .send_wire(
@@ -418,7 +441,7 @@ pub fn abort_mid_body_ends_the_request(rt: Runtime) {
 }
 
 pub fn bad_input_closes_that_connection_and_a_fresh_one_works(rt: Runtime) {
-    let app = App::spawn(rt.app("hello"), Transport::Tcp, &[]);
+    let app = rt.spawn("hello", Transport::Tcp, &[]);
     for garbage in [
         &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
         &[0x02, 0x01, 0x00, 0x01, 0x00, 0x08, 0x00, 0x00][..],
@@ -448,7 +471,7 @@ pub fn bad_input_closes_that_connection_and_a_fresh_one_works(rt: Runtime) {
 }
 
 pub fn large_bodies_round_trip(rt: Runtime) {
-    let app = App::spawn(rt.app("mirror"), Transport::Unix, &[]);
+    let app = rt.spawn("mirror", Transport::Unix, &[]);
     let mut client = Client::connect(app.addr()).unwrap();
     for size in [0usize, 1, 65535, 65536, 3 * 1024 * 1024 + 7] {
         let body = pattern(size);
@@ -459,7 +482,7 @@ pub fn large_bodies_round_trip(rt: Runtime) {
 }
 
 pub fn client_gone_mid_response_costs_one_connection(rt: Runtime) {
-    let app = App::spawn(rt.app("mirror"), Transport::Tcp, &[]);
+    let app = rt.spawn("mirror", Transport::Tcp, &[]);
     let body = vec![b'z'; 8 * 1024 * 1024];
     let mut client = Client::connect(app.addr()).unwrap();
     client
@@ -481,7 +504,7 @@ pub fn client_gone_mid_response_costs_one_connection(rt: Runtime) {
 
 pub fn sigterm_lets_the_in_flight_request_finish_then_exits_0(rt: Runtime) {
     for signal in ["TERM", "INT", "USR1"] {
-        let mut app = App::spawn(rt.app("mirror"), Transport::Unix, &[]);
+        let mut app = rt.spawn("mirror", Transport::Unix, &[]);
         let mut client = Client::connect(app.addr()).unwrap();
         client
             .send_wire(
@@ -517,7 +540,7 @@ pub fn sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones(rt: R
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let mut app = App::spawn(rt.app("mirror"), Transport::Unix, &[]);
+    let mut app = rt.spawn("mirror", Transport::Unix, &[]);
     let addr = app.addr().clone();
     let mut half_sent: Vec<Client> = (0..12)
         .map(|i| {
@@ -620,8 +643,8 @@ pub fn sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones(rt: R
 }
 
 pub fn web_server_addrs_is_enforced_for_tcp(rt: Runtime) {
-    let refused = App::spawn(
-        rt.app("hello"),
+    let refused = rt.spawn(
+        "hello",
         Transport::Tcp,
         &[("FCGI_WEB_SERVER_ADDRS", "10.9.8.7,::2")],
     );
@@ -634,16 +657,16 @@ pub fn web_server_addrs_is_enforced_for_tcp(rt: Runtime) {
     );
     assert!(client.is_closed_by_peer(), "127.0.0.1 is not allowed");
 
-    let allowed = App::spawn(
-        rt.app("hello"),
+    let allowed = rt.spawn(
+        "hello",
         Transport::Tcp,
         &[("FCGI_WEB_SERVER_ADDRS", "10.9.8.7, 127.0.0.1")],
     );
     let mut client = Client::connect(allowed.addr()).unwrap();
     assert_eq!(client.request(1, false, &[], b"").unwrap().stdout, HELLO);
 
-    let mut invalid = App::spawn(
-        rt.app("hello"),
+    let mut invalid = rt.spawn(
+        "hello",
         Transport::Tcp,
         &[("FCGI_WEB_SERVER_ADDRS", "not-an-ip")],
     );
@@ -658,7 +681,7 @@ pub fn web_server_addrs_is_enforced_for_tcp(rt: Runtime) {
 }
 
 pub fn many_concurrent_clients(rt: Runtime) {
-    let app = App::spawn(rt.app("echo"), Transport::Tcp, &[]);
+    let app = rt.spawn("echo", Transport::Tcp, &[]);
     let addr = app.addr().clone();
     let threads: Vec<_> = (0..40)
         .map(|t| {

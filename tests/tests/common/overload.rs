@@ -225,9 +225,9 @@ pub fn silent_connections_time_out_without_stalling_others(addr: &Addr) {
 /// busy loop would burn a whole CPU), and must serve again once
 /// descriptors are free.
 pub fn out_of_descriptors_neither_spins_nor_stops_serving(rt: super::Runtime) {
-    use simple_fastcgi_tests::app::{App, Transport};
+    use simple_fastcgi_tests::app::Transport;
 
-    let app = App::spawn_limited(rt.app("hello"), Transport::Unix, &[], Some(48));
+    let app = rt.spawn_limited("hello", Transport::Unix, &[], Some(48));
     let addr = app.addr().clone();
     let mut first = Client::connect(&addr).expect("connect");
     assert_eq!(
