@@ -110,7 +110,8 @@ fn run(requests: u64, conns: u64, spin: Duration) -> io::Result<()> {
         executors: 1,
         spin_before_park: spin,
         handle_signals: false,
-        ..simple_fastcgi_glommio::Settings::default()
+        // `SFCGI_SOCKET_RING=1` counts glommio with its socket ring on.
+        ..simple_fastcgi_glommio::Settings::from_env()?
     });
     let handle = server.handle();
     let serving = thread::spawn(move || server.run());
