@@ -476,7 +476,11 @@ impl Conn {
     ) -> Option<io::Result<usize>> {
         let fd = self.stream.borrow().as_raw_fd();
         let id = ring.send(fd, slices);
-        let guard = Abandon { ring, id: Some(id) };
+        let guard = Abandon {
+            ring,
+            id: Some(id),
+            conn: self,
+        };
         let (result, _) = ring.wait(id).await;
         std::mem::forget(guard);
         match usize::try_from(result) {
@@ -492,7 +496,9 @@ impl Conn {
     fn disarm(&self) {
         if let Some(ring) = &self.pools.ring {
             if let Some(id) = self.armed.take() {
-                ring.abandon(id);
+                // A recv that completed meanwhile: its bytes go, as
+                // everything the connection would still read does.
+                let _ = ring.abandon(id);
             }
             if let Some((buffer, _, _)) = self.leftover.take() {
                 ring.give_back(buffer);
@@ -512,7 +518,13 @@ impl Conn {
         want: usize,
     ) -> io::Result<(Woken, usize)> {
         if let Some((buffer, from, to)) = self.leftover.take() {
-            let buf = room_in(current, end, want)?;
+            let buf = match room_in(current, end, want) {
+                Ok(buf) => buf,
+                Err(error) => {
+                    ring.give_back(buffer);
+                    return Err(error);
+                }
+            };
             let room = buf.len();
             let n = ring.copy_out(buffer, from, to, buf);
             if from + n < to {
@@ -545,39 +557,58 @@ impl Conn {
             return Ok((Woken::Reader, MIN_ROOM));
         };
         self.armed.set(None);
-        match (
-            usize::try_from(result),
-            io_uring::cqueue::buffer_select(flags),
-        ) {
-            (Ok(0), _) => Ok((Woken::Read(Ok(0)), MIN_ROOM)),
-            (Ok(len), Some(buffer)) => {
-                let buf = room_in(current, end, want)?;
-                let room = buf.len();
-                let n = ring.copy_out(buffer, 0, len, buf);
-                if n < len {
-                    self.leftover.set(Some((buffer, n, len)));
-                } else {
+        let buffer = io_uring::cqueue::buffer_select(flags);
+        let len = match usize::try_from(result) {
+            Ok(len) if len > 0 => len,
+            other => {
+                // No bytes: any buffer goes straight back.
+                if let Some(buffer) = buffer {
                     ring.give_back(buffer);
                 }
-                Ok((Woken::Read(Ok(n)), room))
+                return match other {
+                    Ok(_) => Ok((Woken::Read(Ok(0)), MIN_ROOM)),
+                    // No provided buffer was free: this read goes through
+                    // glommio, holding no block while it waits.
+                    Err(_) if result == -rustix::io::Errno::NOBUFS.raw_os_error() => {
+                        if end == 0 {
+                            Ok((self.wait_without_block(current).await, MIN_ROOM))
+                        } else {
+                            let buf = room_in(current, end, want)?;
+                            let room = buf.len();
+                            let woken =
+                                future::or(async { Woken::Read(self.read(buf).await) }, async {
+                                    self.wake_reader.wait().await;
+                                    Woken::Reader
+                                })
+                                .await;
+                            Ok((woken, room))
+                        }
+                    }
+                    Err(_) => Ok((
+                        Woken::Read(Err(io::Error::from_raw_os_error(-result))),
+                        MIN_ROOM,
+                    )),
+                };
             }
-            (Ok(_), None) => Err(io::Error::other("a recv completed without a buffer")),
-            // No provided buffer free: read this time through glommio.
-            (Err(_), _) if result == -rustix::io::Errno::NOBUFS.raw_os_error() => {
-                let buf = room_in(current, end, want)?;
-                let room = buf.len();
-                let woken = future::or(async { Woken::Read(self.read(buf).await) }, async {
-                    self.wake_reader.wait().await;
-                    Woken::Reader
-                })
-                .await;
-                Ok((woken, room))
+        };
+        let Some(buffer) = buffer else {
+            return Err(io::Error::other("a recv completed without a buffer"));
+        };
+        let buf = match room_in(current, end, want) {
+            Ok(buf) => buf,
+            Err(error) => {
+                ring.give_back(buffer);
+                return Err(error);
             }
-            (Err(_), _) => Ok((
-                Woken::Read(Err(io::Error::from_raw_os_error(-result))),
-                MIN_ROOM,
-            )),
+        };
+        let room = buf.len();
+        let n = ring.copy_out(buffer, 0, len, buf);
+        if n < len {
+            self.leftover.set(Some((buffer, n, len)));
+        } else {
+            ring.give_back(buffer);
         }
+        Ok((Woken::Read(Ok(n)), room))
     }
 
     /// Writes what the socket takes now of `slices`, with one send and
@@ -1184,17 +1215,22 @@ fn room_in(current: &mut Rc<Block>, end: usize, want: usize) -> io::Result<&mut 
         .ok_or_else(|| io::Error::other("read block still shared"))
 }
 
-/// Abandons a socket ring operation when dropped: a write whose future is
-/// dropped before its `send` completed.
+/// Abandons a socket ring `send` when dropped: a write whose future is
+/// dropped before its `send` completed. One that was submitted may have
+/// written part of a record, which nothing can follow on the wire: the
+/// connection is broken then, as after a failed write.
 struct Abandon<'a> {
     ring: &'a crate::ring::SocketRing,
     id: Option<usize>,
+    conn: &'a Conn,
 }
 
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            self.ring.abandon(id);
+            if self.ring.abandon(id) {
+                self.conn.state.borrow_mut().broken = true;
+            }
         }
     }
 }

@@ -29,16 +29,18 @@ pub struct Settings {
     pub spin_before_park: Duration,
     /// Put the connections' socket reads and writes on an io_uring of each
     /// executor's own, instead of a `recv` and a `send` per request straight
-    /// on the socket. Busy executors then make a fraction of a syscall per
-    /// request (about 0.4 with 8 kept connections, under 0.1 with 64,
-    /// against 2), at 10% to 40% more CPU per request with 8 connections
-    /// and about the same with 64 (`benches/syscalls.sh`), 1.5 MiB more
-    /// memory, and a few more allocations each time an executor sleeps.
-    /// Needs Linux 6.1 (the ring is
-    /// made with `DEFER_TASKRUN` and `SINGLE_ISSUER`, with provided buffers):
-    /// where the kernel cannot make it, the executor says so on stderr and
-    /// reads and writes as without it. Each executor's ring has 1 MiB of
-    /// receive buffers. Default: false (it costs more CPU than it saves
+    /// on the socket (writes of more than 16 KiB still go straight to the
+    /// socket, and a read finding the ring's 64 receive buffers all taken
+    /// goes through glommio). Busy executors then make a fraction of a
+    /// syscall per request (about 0.4 with 8 kept connections, under 0.1
+    /// with 64, against 2), at about 17% more CPU per request with 8
+    /// connections and 8% with 64 (`benches/syscalls.sh`, medians),
+    /// 1.5 MiB more memory, and a few more allocations each time an
+    /// executor sleeps. Needs Linux 6.1 (the ring is made with
+    /// `DEFER_TASKRUN` and `SINGLE_ISSUER`, with provided buffers): where
+    /// the kernel cannot make it, the executor says so on stderr and reads
+    /// and writes as without it. Each executor's ring has 1 MiB of receive
+    /// buffers. Default: false (it costs more CPU than it saves
     /// with few connections); [`Settings::from_env`] turns it on
     /// when `SFCGI_SOCKET_RING` is `1`.
     pub socket_ring: bool,
