@@ -518,21 +518,7 @@ impl Conn {
         want: usize,
     ) -> io::Result<(Woken, usize)> {
         if let Some((buffer, from, to)) = self.leftover.take() {
-            let buf = match room_in(current, end, want) {
-                Ok(buf) => buf,
-                Err(error) => {
-                    ring.give_back(buffer);
-                    return Err(error);
-                }
-            };
-            let room = buf.len();
-            let n = ring.copy_out(buffer, from, to, buf);
-            if from + n < to {
-                self.leftover.set(Some((buffer, from + n, to)));
-            } else {
-                ring.give_back(buffer);
-            }
-            return Ok((Woken::Read(Ok(n)), room));
+            return self.take_received(ring, (buffer, from, to), current, end, want);
         }
         let id = match self.armed.get() {
             Some(id) => id,
@@ -594,6 +580,20 @@ impl Conn {
         let Some(buffer) = buffer else {
             return Err(io::Error::other("a recv completed without a buffer"));
         };
+        self.take_received(ring, (buffer, 0, len), current, end, want)
+    }
+
+    /// Copies bytes `from..to` of a provided buffer after `end` in
+    /// `current`; what does not fit stays for the next read, and a buffer
+    /// emptied goes back to the kernel. Returns the read and its room.
+    fn take_received(
+        &self,
+        ring: &crate::ring::SocketRing,
+        (buffer, from, to): (u16, usize, usize),
+        current: &mut Rc<Block>,
+        end: usize,
+        want: usize,
+    ) -> io::Result<(Woken, usize)> {
         let buf = match room_in(current, end, want) {
             Ok(buf) => buf,
             Err(error) => {
@@ -602,9 +602,9 @@ impl Conn {
             }
         };
         let room = buf.len();
-        let n = ring.copy_out(buffer, 0, len, buf);
-        if n < len {
-            self.leftover.set(Some((buffer, n, len)));
+        let n = ring.copy_out(buffer, from, to, buf);
+        if from + n < to {
+            self.leftover.set(Some((buffer, from + n, to)));
         } else {
             ring.give_back(buffer);
         }
