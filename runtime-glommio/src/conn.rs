@@ -447,8 +447,10 @@ impl Conn {
         // one left always has bytes.
         IoSlice::advance_slices(&mut slices, 0);
         while let Some(first) = slices.first() {
-            let small = slices.iter().map(|s| s.len()).sum::<usize>() <= crate::ring::BUFFER_LEN;
-            let tried = match self.pools.ring.as_ref().filter(|_| small) {
+            let ring = self.pools.ring.as_ref().filter(|_| {
+                slices.iter().map(|s| s.len()).sum::<usize>() <= crate::ring::BUFFER_LEN
+            });
+            let tried = match ring {
                 Some(ring) => self.ring_write(ring, slices).await,
                 None => self.try_write(slices),
             };
@@ -1131,8 +1133,7 @@ async fn read_blocks(
         // connections then share a few blocks instead of holding one each.
         // The room the read gets (the landing buffer's, without a block).
         let mut room = MIN_ROOM;
-        let ring = conn.pools.ring.clone();
-        let direct = if let Some(ring) = &ring {
+        let direct = if let Some(ring) = &conn.pools.ring {
             let (woken, ring_room) = conn.ring_read(ring, current, end, want).await?;
             room = ring_room;
             Some(woken)
