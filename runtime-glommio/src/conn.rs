@@ -771,6 +771,22 @@ impl Conn {
         }
     }
 
+    /// The server stops with this connection's requests still running:
+    /// shuts its socket down both ways, so that the web server sees it end
+    /// now, and its reads and writes end (with them the handlers that read
+    /// or write). The socket closes once its task is done.
+    pub(crate) fn cut(&self) {
+        self.state.borrow_mut().broken = true;
+        if let Ok(stream) = self.stream.try_borrow() {
+            // SAFETY: the descriptor belongs to `stream`, which stays open
+            // while it is borrowed here, and the borrowed descriptor does
+            // not outlive this call.
+            let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+        }
+        self.wake_reader.notify();
+    }
+
     /// Whether the connection should close now: asked to and idle.
     fn should_close(&self) -> bool {
         let state = self.state.borrow();

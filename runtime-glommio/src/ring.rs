@@ -35,13 +35,15 @@ use std::task::{Poll, Waker};
 use glommio::io::BufferedFile;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-/// Provided receive buffers per executor: how many, and how big each is
-/// (a 64 KiB body takes four `recv`s). A write of at most `BUFFER_LEN`
-/// bytes goes through the ring; a longer one is written directly.
-const BUFFERS: u16 = 64;
+/// How big each provided receive buffer is (a 64 KiB body takes four
+/// `recv`s; how many there are is [`Settings::socket_ring_buffers`]). A
+/// write of at most `BUFFER_LEN` bytes goes through the ring; a longer one
+/// is written directly.
+///
+/// [`Settings::socket_ring_buffers`]: crate::Settings::socket_ring_buffers
 pub(crate) const BUFFER_LEN: usize = 16 * 1024;
-/// All provided buffers together.
-const MEMORY: usize = BUFFERS as usize * BUFFER_LEN;
+/// The most provided buffers the kernel takes in one group.
+const MAX_BUFFERS: u16 = 1 << 15;
 /// The most bytes a free operation slot keeps allocated for its next
 /// `send`: enough for a small response.
 const KEPT_SEND_ROOM: usize = 4096;
@@ -95,23 +97,30 @@ pub(crate) struct SocketRing {
     /// nothing.
     again: Cell<bool>,
     driver: RefCell<Option<Waker>>,
+    /// The executor stops: the driver ends.
+    stopping: Cell<bool>,
     wake_file: BufferedFile,
 }
 
 /// The ring of provided buffers, shared with the kernel, and the buffers.
 struct Provided {
-    /// `BUFFERS` entries in a page-aligned mapping.
+    /// `count` entries in a page-aligned mapping.
     entries: NonNull<types::BufRingEntry>,
+    /// How many buffers: a power of two, at most `MAX_BUFFERS`.
+    count: u16,
     tail: u16,
-    /// The buffers: `BUFFERS * BUFFER_LEN` bytes from a leaked box, which
+    /// The buffers: `count * BUFFER_LEN` bytes from a leaked box, which
     /// the kernel writes into, so Rust holds no reference to them; freed
     /// by [`SocketRing`]'s drop once the kernel holds no operation.
     memory: NonNull<u8>,
 }
 
 impl Provided {
-    fn new(ring: &IoUring) -> io::Result<Provided> {
-        let size = usize::from(BUFFERS) * std::mem::size_of::<types::BufRingEntry>();
+    /// `count` buffers (rounded down to a power of two, which the kernel
+    /// needs, and to at most `MAX_BUFFERS`; at least one).
+    fn new(ring: &IoUring, count: u16) -> io::Result<Provided> {
+        let count = 1 << count.clamp(1, MAX_BUFFERS).ilog2();
+        let size = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
         // SAFETY: a new anonymous private mapping, which nothing else uses.
         // It is never unmapped (one per executor, for the life of the
         // process), so the kernel's use of it (registered below) stays
@@ -126,38 +135,40 @@ impl Provided {
         }?;
         let entries = NonNull::new(entries.cast::<types::BufRingEntry>())
             .ok_or_else(|| io::Error::other("mmap gave a null pointer"))?;
-        // SAFETY: `entries` holds BUFFERS page-aligned entries for good.
+        // SAFETY: `entries` holds `count` page-aligned entries for good.
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                entries.as_ptr() as u64,
-                BUFFERS,
-                GROUP,
-                0,
-            )
+            ring.submitter()
+                .register_buf_ring_with_flags(entries.as_ptr() as u64, count, GROUP, 0)
         }?;
-        let memory = Box::into_raw(vec![0u8; MEMORY].into_boxed_slice());
+        let memory = Box::into_raw(vec![0u8; usize::from(count) * BUFFER_LEN].into_boxed_slice());
         let mut provided = Provided {
             entries,
+            count,
             tail: 0,
             memory: NonNull::new(memory.cast::<u8>())
                 .ok_or_else(|| io::Error::other("a null allocation"))?,
         };
-        for id in 0..BUFFERS {
+        for id in 0..count {
             provided.give_back(id);
         }
         Ok(provided)
     }
 
+    /// All the buffers' bytes together.
+    fn memory_len(&self) -> usize {
+        usize::from(self.count) * BUFFER_LEN
+    }
+
     /// Bytes `from..to` of buffer `id`, which a completed `recv` filled
     /// and the kernel no longer has.
     fn bytes(&self, id: u16, from: usize, to: usize) -> &[u8] {
-        if id >= BUFFERS {
+        if id >= self.count {
             return &[];
         }
         let to = to.min(BUFFER_LEN);
         let from = from.min(to);
-        // SAFETY: `id < BUFFERS` and `from <= to <= BUFFER_LEN`, so the
-        // range lies within the allocation of `MEMORY` bytes; the buffer is
+        // SAFETY: `id < count` and `from <= to <= BUFFER_LEN`, so the
+        // range lies within the allocation of `count * BUFFER_LEN` bytes; the buffer is
         // not the kernel's until `give_back`, which needs `&mut self`.
         unsafe {
             std::slice::from_raw_parts(
@@ -171,12 +182,13 @@ impl Provided {
 
     /// Hands buffer `id` to the kernel again.
     fn give_back(&mut self, id: u16) {
-        if id >= BUFFERS {
+        if id >= self.count {
             return;
         }
-        // Within the allocation: `id < BUFFERS`.
+        // Within the allocation: `id < count`.
         let addr = self.memory.as_ptr() as u64 + (usize::from(id) * BUFFER_LEN) as u64;
-        let slot = usize::from(self.tail % BUFFERS);
+        // `count` is a power of two, so slots follow the wrapping tail.
+        let slot = usize::from(self.tail % self.count);
         // SAFETY: within the mapping; only this thread writes entries, and
         // the kernel reads one only once the tail published below covers it.
         let entry = unsafe { &mut *self.entries.as_ptr().add(slot) };
@@ -192,14 +204,17 @@ impl Provided {
 }
 
 impl SocketRing {
-    /// The executor's ring, or why there is none.
-    pub(crate) fn new() -> io::Result<Rc<SocketRing>> {
+    /// The executor's ring, with `buffers` provided receive buffers
+    /// ([`Settings::socket_ring_buffers`]), or why there is none.
+    ///
+    /// [`Settings::socket_ring_buffers`]: crate::Settings::socket_ring_buffers
+    pub(crate) fn new(buffers: u16) -> io::Result<Rc<SocketRing>> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_taskrun_flag()
             .build(RING_ENTRIES)?;
-        let provided = Provided::new(&ring)?;
+        let provided = Provided::new(&ring, buffers)?;
         // Blocking: glommio's read of it then waits (in the kernel, through
         // io_uring) instead of failing with EAGAIN.
         let eventfd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
@@ -223,6 +238,7 @@ impl SocketRing {
             in_kernel: Cell::new(0),
             again: Cell::new(false),
             driver: RefCell::new(None),
+            stopping: Cell::new(false),
             wake_file,
         }))
     }
@@ -354,6 +370,15 @@ impl SocketRing {
         n
     }
 
+    /// Ends the driver (the executor stops), once it has submitted what is
+    /// queued.
+    pub(crate) fn stop(&self) {
+        self.stopping.set(true);
+        if let Some(waker) = self.driver.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
     /// Hands a provided buffer whose bytes were taken back to the kernel.
     pub(crate) fn give_back(&self, buffer: u16) {
         self.provided.borrow_mut().give_back(buffer);
@@ -368,6 +393,9 @@ impl SocketRing {
         let mut wake_read: Option<Pin<Box<dyn Future<Output = ()> + '_>>> = None;
         loop {
             let queued = !self.queue.borrow().is_empty();
+            if self.stopping.get() && !queued {
+                break;
+            }
             // Work for the kernel: deferred work waiting to run, or entries
             // an earlier call did not take.
             let kernel_work = {
@@ -385,7 +413,7 @@ impl SocketRing {
             // Nothing to do now: wait for something queued, or (when the
             // kernel holds operations) for the kernel's signal.
             let queued_wait = poll_fn(|cx| {
-                if self.queue.borrow().is_empty() {
+                if self.queue.borrow().is_empty() && !self.stopping.get() {
                     *self.driver.borrow_mut() = Some(cx.waker().clone());
                     Poll::Pending
                 } else {
@@ -414,6 +442,18 @@ impl SocketRing {
                 }
             } else {
                 queued_wait.await;
+            }
+        }
+        // A read of the eventfd still out completes before the driver
+        // ends: signalled here, it takes this signal, and nothing of it
+        // stays in glommio's ring.
+        if let Some(read) = wake_read {
+            // SAFETY: the eventfd belongs to `wake_file`, open while the
+            // ring lives, and the borrowed descriptor does not outlive
+            // this call.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.wake_file.as_raw_fd()) };
+            if rustix::io::write(fd, &1u64.to_ne_bytes()).is_ok() {
+                read.await;
             }
         }
     }
@@ -538,10 +578,11 @@ impl Drop for SocketRing {
             }
         }
         if held == 0 {
+            let provided = self.provided.get_mut();
             let memory =
-                std::ptr::slice_from_raw_parts_mut(self.provided.get_mut().memory.as_ptr(), MEMORY);
+                std::ptr::slice_from_raw_parts_mut(provided.memory.as_ptr(), provided.memory_len());
             // SAFETY: `memory` came from `Box::into_raw` of a boxed slice of
-            // `MEMORY` bytes, is freed only here, and the kernel holds no
+            // `count * BUFFER_LEN` bytes, is freed only here, and the kernel holds no
             // operation that could still write into it.
             drop(unsafe { Box::from_raw(memory) });
         }

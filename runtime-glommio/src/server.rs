@@ -30,6 +30,9 @@ const MEMLOCK_PER_EXECUTOR: u64 = 512 * 1024;
 /// storage I/O, so it asks for glommio's minimum instead of its 10 MiB.
 const IO_MEMORY: usize = 64 * 1024;
 
+/// After the shutdown timeout, how long the handlers of the connections
+/// then cut get to return, before their executor stops anyway.
+const CUT_GRACE: Duration = Duration::from_millis(250);
 /// How often an executor frees the pooled memory it did not use since the
 /// last time.
 const POOL_TRIM_EVERY: Duration = Duration::from_secs(5);
@@ -211,8 +214,9 @@ where
 
     /// Serves until shut down, on [`Settings::executors`] executors of its
     /// own, blocking the calling thread. Then stops accepting, lets
-    /// in-flight requests finish (at most [`Settings::shutdown_timeout`]),
-    /// and returns `Ok`. The listening socket is closed as the shutdown
+    /// in-flight requests finish (at most [`Settings::shutdown_timeout`],
+    /// after which the connections still open are shut down), and returns
+    /// `Ok`. The listening socket is closed as the shutdown
     /// begins, so new connections are refused at once rather than left
     /// waiting; a server serves once.
     ///
@@ -392,10 +396,10 @@ where
         // The executor's socket ring, made here: only the thread that makes
         // it may submit to it.
         let ring = if settings.socket_ring {
-            match crate::ring::SocketRing::new() {
+            match crate::ring::SocketRing::new(settings.socket_ring_buffers) {
                 Ok(ring) => {
-                    glommio::spawn_local(Rc::clone(&ring).drive()).detach();
-                    Some(ring)
+                    let driver = glommio::spawn_local(Rc::clone(&ring).drive());
+                    Some((ring, driver))
                 }
                 Err(error) => {
                     eprintln!(
@@ -407,6 +411,7 @@ where
         } else {
             None
         };
+        let (ring, driver) = ring.unzip();
         let pools = Rc::new(conn::Pools::new(settings.spare_buffers, ring));
         // Timeouts: one sweep over this executor's connections on every
         // tick of the ticker, instead of a timer on every read. The same
@@ -569,8 +574,27 @@ where
                 "simple-fastcgi: shutdown timeout: {} connection(s) cut",
                 exec.tasks.get()
             );
+            // Their web servers see them end now, not when the process
+            // does; their handlers, whose reads and writes now fail, get a
+            // moment to return, so that their connections close and free
+            // what they hold.
+            for conn in exec.conns.borrow().iter().filter_map(Weak::upgrade) {
+                conn.cut();
+            }
+            within(CUT_GRACE, async {
+                while exec.tasks.get() > 0 {
+                    exec.done.wait().await;
+                }
+            })
+            .await;
         }
         drop(sweeper);
+        // The socket ring's driver ends last, after the connections' reads
+        // and writes; the ring goes with the last connection.
+        if let (Some(ring), Some(driver)) = (&pools.ring, driver) {
+            ring.stop();
+            driver.await;
+        }
         Ok(())
     }
 }

@@ -30,8 +30,8 @@ pub struct Settings {
     /// Put the connections' socket reads and writes on an io_uring of each
     /// executor's own, instead of a `recv` and a `send` per request straight
     /// on the socket (writes of more than 16 KiB still go straight to the
-    /// socket, and a read finding the ring's 64 receive buffers all taken
-    /// goes through glommio). Busy executors then make a fraction of a
+    /// socket, and a read finding the ring's receive buffers all taken,
+    /// [`Settings::socket_ring_buffers`], goes through glommio). Busy executors then make a fraction of a
     /// syscall per request (about 0.4 with 8 kept connections, under 0.1
     /// with 64, against 2), at about 17% more CPU per request with 8
     /// connections and 8% with 64 (`benches/syscalls.sh`, medians),
@@ -39,11 +39,18 @@ pub struct Settings {
     /// executor sleeps. Needs Linux 6.1 (the ring is made with
     /// `DEFER_TASKRUN` and `SINGLE_ISSUER`, with provided buffers): where
     /// the kernel cannot make it, the executor says so on stderr and reads
-    /// and writes as without it. Each executor's ring has 1 MiB of receive
-    /// buffers. Default: false (it costs more CPU than it saves
-    /// with few connections); [`Settings::from_env`] turns it on
+    /// and writes as without it. Default: false (it costs more CPU than it
+    /// saves with few connections); [`Settings::from_env`] turns it on
     /// when `SFCGI_SOCKET_RING` is `1`.
     pub socket_ring: bool,
+    /// With `socket_ring`, the receive buffers of 16 KiB each executor's
+    /// ring lends the kernel for its connections' `recv`s: a connection
+    /// holds one from the moment its bytes come until its reader has taken
+    /// them all, so this bounds the ring's receive memory per executor.
+    /// When all are taken, reads go through glommio until one comes back.
+    /// Rounded down to a power of two (the kernel's rule), at least 1 and
+    /// at most 32768. Default: 64 (1 MiB per executor).
+    pub socket_ring_buffers: u16,
     /// The most open transport connections, over all executors (reported as
     /// FCGI_MAX_CONNS). A connection accepted beyond this is closed at once.
     /// Default: 1024.
@@ -84,8 +91,10 @@ pub struct Settings {
     /// one's END_REQUEST; `None` for no limit. Default: `None`.
     pub max_requests_per_conn: Option<u64>,
     /// After SIGTERM, SIGINT, SIGUSR1 or a shutdown request, how long
-    /// in-flight requests may take before the executors stop anyway.
-    /// Default: 30 s.
+    /// in-flight requests may take before the executors stop anyway. The
+    /// connections still open then are shut down, so their web servers
+    /// see them end, and their handlers, whose reads and writes then fail,
+    /// get a further 250 ms to return. Default: 30 s.
     pub shutdown_timeout: Duration,
     /// Install handlers for SIGTERM, SIGINT and SIGUSR1 that shut the server
     /// down gracefully while it runs. Default: true.
@@ -142,6 +151,7 @@ impl Default for Settings {
             executors: std::thread::available_parallelism().map_or(1, |n| n.get()),
             spin_before_park: Duration::ZERO,
             socket_ring: false,
+            socket_ring_buffers: 64,
             max_conns: 1024,
             multiplex: true,
             max_reqs_per_conn: 16,

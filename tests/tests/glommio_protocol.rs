@@ -15,7 +15,7 @@ use futures_lite::future;
 use simple_fastcgi_core::{ProtocolStatus, RecordType, Role};
 use simple_fastcgi_glommio::{AsyncServer, Handler, Request, ServerHandle, Settings};
 use simple_fastcgi_tests::client::{Addr, Client};
-use simple_fastcgi_tests::wire::Wire;
+use simple_fastcgi_tests::wire::{Wire, pattern};
 
 /// An in-process glommio server on a free TCP port, shut down on drop.
 struct InProcess {
@@ -826,4 +826,107 @@ fn an_executor_that_panics_stops_the_server_instead_of_leaving_it_half_up() {
         .recv_timeout(Duration::from_secs(20))
         .expect("run returns once an executor failed");
     assert!(result.is_err(), "run reports the failure: {result:?}");
+}
+
+// The socket ring's limits (`Settings::socket_ring_buffers`) and its end.
+
+/// An in-process mirror (the body back) whose executor reads and writes
+/// through a socket ring of `buffers` receive buffers.
+fn mirror_on_a_socket_ring(settings: Settings) -> InProcess {
+    InProcess::start(
+        || {
+            async |req: &mut Request<'_>| {
+                let body = req.read_all().await?;
+                req.send_response(200, "", body, &[], false).await
+            }
+        },
+        Settings {
+            socket_ring: true,
+            ..settings
+        },
+    )
+}
+
+#[test]
+fn reads_that_find_every_ring_buffer_taken_go_through_glommio() {
+    // One receive buffer for sixteen connections streaming bodies at once:
+    // most recvs find it taken (ENOBUFS) and read through glommio instead,
+    // holding no read block while they wait. Every body comes back whole.
+    let server = mirror_on_a_socket_ring(Settings {
+        socket_ring_buffers: 1,
+        ..one_executor()
+    });
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let addr = server.addr.clone();
+            thread::spawn(move || {
+                let mut client = Client::connect(&addr).unwrap();
+                for i in 0..6 {
+                    let body = pattern(150_000 + 1000 * t + i);
+                    let response = client.request(1, true, &[], &body).unwrap();
+                    assert_eq!(response.status(), 200);
+                    assert!(
+                        response.body() == &body[..],
+                        "client {t}, request {i}: the body came back changed"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_stop_past_the_shutdown_timeout_closes_every_connection() {
+    stop_past_the_shutdown_timeout(false);
+}
+
+#[test]
+fn a_stop_past_the_shutdown_timeout_closes_every_connection_on_the_socket_ring() {
+    // Every connection has a recv in the kernel when the server stops; the
+    // ring's driver ends after the connections, and the ring goes with
+    // them.
+    stop_past_the_shutdown_timeout(true);
+}
+
+/// Kept connections between requests close as the shutdown begins;
+/// requests still waiting for their bodies when the shutdown timeout
+/// passes are cut: every web server sees its connection end once the
+/// server has returned, not only when the process exits.
+fn stop_past_the_shutdown_timeout(socket_ring: bool) {
+    if let Err(error) = simple_fastcgi_glommio::check_environment(1) {
+        panic!("the glommio runtime cannot run on this machine: {error}");
+    }
+    let listener = simple_fastcgi_glommio::Listener::bind("127.0.0.1:0").unwrap();
+    let addr = Addr::Tcp(listener.local_addr());
+    let server = AsyncServer::from_listener(listener, || {
+        async |req: &mut Request<'_>| {
+            let body = req.read_all().await?;
+            req.send_response(200, "", body, &[], false).await
+        }
+    })
+    .unwrap()
+    .with_settings(Settings {
+        socket_ring,
+        handle_signals: false,
+        shutdown_timeout: Duration::from_millis(500),
+        ..one_executor()
+    });
+    let handle = server.handle();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done_tx.send(server.run());
+    });
+    let mut clients = common::kept_and_waiting_clients(&addr);
+    thread::sleep(Duration::from_millis(100));
+    handle.shutdown();
+    let result = done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server stops");
+    assert!(result.is_ok(), "the server stops cleanly: {result:?}");
+    for client in &mut clients {
+        assert!(common::ends(client), "the connection is closed");
+    }
 }

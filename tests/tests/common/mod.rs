@@ -702,6 +702,50 @@ pub fn many_concurrent_clients(rt: Runtime) {
     }
 }
 
+/// For a stop past the shutdown timeout, against a server whose handler
+/// reads the whole body and sends it back: eight connections kept between
+/// requests, and eight whose request waits for the rest of its body.
+pub fn kept_and_waiting_clients(addr: &simple_fastcgi_tests::client::Addr) -> Vec<Client> {
+    let kept = (0..8).map(|_| {
+        let mut client = Client::connect(addr).unwrap();
+        assert_eq!(client.request(1, true, &[], b"x").unwrap().body(), b"x");
+        client
+    });
+    let waiting = (0..8).map(|_| {
+        let mut client = Client::connect(addr).unwrap();
+        client
+            .send_wire(
+                &Wire::new()
+                    .begin(1, Role::Responder, true)
+                    .params(1, &[])
+                    .record(RecordType::Stdin, 1, b"part of a body"),
+            )
+            .unwrap();
+        client
+    });
+    kept.chain(waiting).collect()
+}
+
+/// Reads a connection to its end (at most five seconds between bytes):
+/// whether it ended, closed or reset, rather than timing out.
+pub fn ends(client: &mut Client) -> bool {
+    client.set_timeout(Duration::from_secs(5)).unwrap();
+    loop {
+        match client.read_record() {
+            Ok(Some(_)) => continue,
+            Ok(None) => return true,
+            Err(error) => {
+                return matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                );
+            }
+        }
+    }
+}
+
 /// A minimal JSON object reader for flat string maps (the echo apps' output).
 mod serde_json_value {
     pub(crate) type Value = std::collections::HashMap<String, String>;
