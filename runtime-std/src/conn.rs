@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use simple_fastcgi_core::{
@@ -55,7 +56,9 @@ pub(crate) enum Fill {
 
 /// The socket side of a connection and the input state of its request.
 pub(crate) struct Io {
-    stream: Stream,
+    /// Shared with the server's table of connections, which shuts it down
+    /// when a stop passes the shutdown timeout.
+    stream: Arc<Stream>,
     core: Connection,
     /// Bytes read and not yet consumed start at `start`; the buffer's
     /// length is where the next read goes. Its capacity is reserved up
@@ -129,7 +132,7 @@ impl Io {
     pub(crate) fn new(stream: Stream, config: Config, settings: &Settings) -> io::Result<Io> {
         stream.set_nodelay()?;
         Ok(Io {
-            stream,
+            stream: Arc::new(stream),
             core: Connection::new(config),
             buf: Vec::new(),
             start: 0,
@@ -406,7 +409,7 @@ impl Io {
                     // configure; refuse rather than drop it.
                     let end = self.core.reject(output, ProtocolStatus::Overloaded);
                     write_all_vectored(
-                        &mut self.stream,
+                        &self.stream,
                         &mut self.timeouts,
                         &mut [IoSlice::new(end.as_bytes())],
                     )?;
@@ -662,7 +665,7 @@ impl Io {
         }
         let n = pending.len();
         let result = write_all_vectored(
-            &mut self.stream,
+            &self.stream,
             &mut self.timeouts,
             &mut [IoSlice::new(pending)],
         );
@@ -708,7 +711,7 @@ impl Io {
                 slices[n] = IoSlice::new(tail);
                 n += 1;
             }
-            let result = write_all_vectored(&mut self.stream, &mut self.timeouts, &mut slices[..n]);
+            let result = write_all_vectored(&self.stream, &mut self.timeouts, &mut slices[..n]);
             result.map_err(|e| self.broke(e))?;
             if last {
                 return Ok(());
@@ -719,6 +722,13 @@ impl Io {
     fn broke(&mut self, error: io::Error) -> io::Error {
         self.broken = true;
         error
+    }
+}
+
+impl Io {
+    /// The socket, for the server's table of connections.
+    pub(crate) fn shared_stream(&self) -> Arc<Stream> {
+        Arc::clone(&self.stream)
     }
 }
 
@@ -754,7 +764,7 @@ impl Timeouts {
 /// the socket is found full, writes do not wait; from then on they wait at
 /// most the write timeout.
 fn write_all_vectored(
-    stream: &mut Stream,
+    mut stream: &Stream,
     timeouts: &mut Timeouts,
     mut slices: &mut [IoSlice<'_>],
 ) -> io::Result<()> {

@@ -31,7 +31,7 @@ use simple_fastcgi_core::{Config, Params};
 use crate::cgi::{self, CgiIo};
 use crate::conn::{Begun, Buffers, Fill, Io, Ready};
 use crate::handler::Handler;
-use crate::listener::{self, Fd0, Listener};
+use crate::listener::{self, Fd0, Listener, Stream};
 use crate::request::{Backend, Request};
 use crate::settings::Settings;
 
@@ -132,8 +132,14 @@ enum Entry {
     /// No connection.
     Free,
     /// With a worker. `notified`: its socket became readable since;
-    /// `hangup`: the web server closed its side (or the socket failed).
-    Busy { notified: bool, hangup: bool },
+    /// `hangup`: the web server closed its side (or the socket failed);
+    /// `stream`: its socket, shared with the worker, for a stop past the
+    /// shutdown timeout to shut down.
+    Busy {
+        notified: bool,
+        hangup: bool,
+        stream: Arc<Stream>,
+    },
     /// Parked: waiting for the web server, or for its deadline. Boxed: a
     /// kept connection moves in and out of the table with every request,
     /// and a pointer moves cheaper than its several hundred bytes.
@@ -142,10 +148,13 @@ enum Entry {
 
 impl Entry {
     /// With a worker, nothing new since it took it.
-    const TAKEN: Entry = Entry::Busy {
-        notified: false,
-        hangup: false,
-    };
+    fn taken(stream: Arc<Stream>) -> Entry {
+        Entry::Busy {
+            notified: false,
+            hangup: false,
+            stream,
+        }
+    }
 }
 
 /// Every open connection, by slot.
@@ -170,9 +179,9 @@ enum Parking {
 }
 
 impl Table {
-    /// A slot for a new connection, which is with the caller.
-    fn reserve(&mut self) -> usize {
-        let entry = Entry::TAKEN;
+    /// A slot for a new connection on `stream`, which is with the caller.
+    fn reserve(&mut self, stream: Arc<Stream>) -> usize {
+        let entry = Entry::taken(stream);
         match self.free.pop() {
             Some(slot) => {
                 self.entries[slot] = entry;
@@ -190,16 +199,21 @@ impl Table {
     fn claim(&mut self, slot: u64, hung_up: bool) -> Option<Box<Conn>> {
         let entry = self.entries.get_mut(usize::try_from(slot).ok()?)?;
         match entry {
-            Entry::Busy { notified, hangup } => {
+            Entry::Busy {
+                notified, hangup, ..
+            } => {
                 *notified = true;
                 *hangup |= hung_up;
                 None
             }
             Entry::Free => None,
-            Entry::Parked(_) => match std::mem::replace(entry, Entry::TAKEN) {
-                Entry::Parked(conn) => Some(conn),
-                _ => None,
-            },
+            Entry::Parked(conn) => {
+                let stream = conn.io.shared_stream();
+                match std::mem::replace(entry, Entry::taken(stream)) {
+                    Entry::Parked(conn) => Some(conn),
+                    _ => None,
+                }
+            }
         }
     }
 
@@ -213,12 +227,12 @@ impl Table {
             return Parking::Closed(conn);
         };
         if let Entry::Busy {
-            notified: true,
-            hangup,
-        } = *entry
+            notified, hangup, ..
+        } = entry
         {
-            *entry = Entry::TAKEN;
-            return Parking::Notified(conn, hangup);
+            if std::mem::take(notified) {
+                return Parking::Notified(conn, std::mem::take(hangup));
+            }
         }
         self.next_deadline = Some(
             self.next_deadline
@@ -254,14 +268,30 @@ impl Table {
                 }
                 _ => false,
             };
-            if picked {
-                if let Entry::Parked(conn) = std::mem::replace(entry, Entry::TAKEN) {
+            if let (true, Entry::Parked(conn)) = (picked, &*entry) {
+                let stream = conn.io.shared_stream();
+                if let Entry::Parked(conn) = std::mem::replace(entry, Entry::taken(stream)) {
                     taken.push(conn);
                 }
             }
         }
         self.next_deadline = next;
         taken
+    }
+
+    /// Shuts down the socket of every connection a worker has, both ways:
+    /// the web server sees it end, and the worker's reads and writes on it
+    /// fail, so its handler returns and the worker closes it. Returns how
+    /// many there were.
+    fn cut_busy(&self) -> usize {
+        let mut cut = 0;
+        for entry in &self.entries {
+            if let Entry::Busy { stream, .. } = entry {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                cut += 1;
+            }
+        }
+        cut
     }
 }
 
@@ -366,6 +396,9 @@ impl Pool {
     }
 }
 
+/// After the shutdown timeout, how long the handlers of the connections
+/// then cut get to return before `serve_forever` returns anyway.
+const CUT_GRACE: Duration = Duration::from_millis(250);
 /// How long accepting pauses after accept(2) failed.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -470,7 +503,8 @@ impl<H: Handler> Server<H> {
     /// Serves until shut down (by [`ServerHandle::shutdown`], or SIGTERM,
     /// SIGINT or SIGUSR1 with [`Settings::handle_signals`]): then stops
     /// accepting, lets in-flight requests finish (at most
-    /// [`Settings::shutdown_timeout`]) and returns `Ok`. As CGI, serves the
+    /// [`Settings::shutdown_timeout`], after which the connections still
+    /// open are shut down) and returns `Ok`. As CGI, serves the
     /// one request and returns.
     ///
     /// The listening socket is closed as the shutdown begins, so new
@@ -552,6 +586,7 @@ impl<H: Handler> Server<H> {
         let mut listener = Some(listener);
         let mut events: Vec<epoll::Event> = Vec::with_capacity(4);
         let mut draining: Option<Instant> = None;
+        let mut cut_until: Option<Instant> = None;
         let mut next_service = Instant::now();
         let mut accepts_paused_until: Option<Instant> = None;
         loop {
@@ -599,8 +634,23 @@ impl<H: Handler> Server<H> {
                 }
             }
             if let Some(deadline) = draining {
-                if pool.live.load(Ordering::SeqCst) == 0 || now >= deadline {
+                if pool.live.load(Ordering::SeqCst) == 0 {
                     break;
+                }
+                if now >= deadline {
+                    // Past the shutdown timeout: the connections workers
+                    // still have are cut, and their handlers, whose reads
+                    // and writes then fail, get a moment to return, so
+                    // that their connections close before this returns.
+                    match cut_until {
+                        None => {
+                            let cut = pool.table().cut_busy();
+                            eprintln!("simple-fastcgi: shutdown timeout: {cut} connection(s) cut");
+                            cut_until = Some(now + CUT_GRACE);
+                        }
+                        Some(until) if now >= until => break,
+                        Some(_) => {}
+                    }
                 }
             }
             if now >= next_service {
@@ -775,7 +825,8 @@ fn accept_one(listener: &Listener, pool: &Pool) -> Option<Box<Conn>> {
                 continue;
             }
         };
-        return Some(Box::new(Conn::new(io, pool.table().reserve())));
+        let slot = pool.table().reserve(io.shared_stream());
+        return Some(Box::new(Conn::new(io, slot)));
     }
 }
 
@@ -851,9 +902,10 @@ fn close_at_once(pool: &Pool, conn: Box<Conn>) {
     // Closing the socket unregisters it (nothing else holds it: sockets
     // are opened close-on-exec and never duplicated); an event already
     // taken for it finds the slot free, or a connection that reads,
-    // finds nothing, and waits again.
-    let buffers = io.close();
+    // finds nothing, and waits again. The slot, which shares the socket,
+    // is freed first, so that the socket closes here.
     pool.table().free(slot);
+    let buffers = io.close();
     pool.live.fetch_sub(1, Ordering::SeqCst);
     if let Some(params) = params {
         keep_spare(pool, buffers, params);
@@ -1218,7 +1270,8 @@ pub fn serve_one_connection<H: Handler>(
         pool.config,
         &pool.settings,
     )?;
-    let mut conn = Box::new(Conn::new(io, pool.table().reserve()));
+    let slot = pool.table().reserve(io.shared_stream());
+    let mut conn = Box::new(Conn::new(io, slot));
     // Parking only means "nothing to read yet": wait for bytes or the end
     // (at most the read timeout), then serve again.
     while let Outcome::Park = serve(&mut conn, &pool, handler, &handle) {

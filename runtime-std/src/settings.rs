@@ -50,7 +50,9 @@ pub struct Settings {
     pub max_requests_per_conn: Option<u64>,
     /// After SIGTERM, SIGINT, SIGUSR1 or [`ServerHandle::shutdown`], how
     /// long in-flight requests may take to finish before `serve_forever`
-    /// returns anyway. Default: 30 s.
+    /// returns anyway. The connections still open then are shut down, so
+    /// their web servers see them end, and their handlers, whose reads and
+    /// writes then fail, get a further 250 ms to return. Default: 30 s.
     ///
     /// [`ServerHandle::shutdown`]: crate::ServerHandle::shutdown
     pub shutdown_timeout: Duration,

@@ -559,3 +559,28 @@ fn lingering_closes_do_not_hold_up_fresh_clients() {
     let server = ok_server(Settings::default());
     common::overload::lingering_closes_do_not_hold_up_fresh_clients(&server.addr);
 }
+
+#[test]
+fn a_stop_past_the_shutdown_timeout_closes_every_connection() {
+    // Kept connections between requests close as the shutdown begins;
+    // requests still waiting for their bodies when the shutdown timeout
+    // passes are cut: every web server sees its connection end once the
+    // server has returned, not only when the process exits.
+    let mut server = InProcess::start(
+        |req: &mut Request<'_>| {
+            let body = req.read_all()?;
+            req.send_response(200, "", body, &[], false)
+        },
+        Settings {
+            shutdown_timeout: Duration::from_millis(500),
+            ..Settings::default()
+        },
+    );
+    let mut clients = common::kept_and_waiting_clients(&server.addr);
+    thread::sleep(Duration::from_millis(100));
+    let stopped = server.stop();
+    assert!(stopped.is_ok(), "the server stops cleanly: {stopped:?}");
+    for client in &mut clients {
+        assert!(common::ends(client), "the connection is closed");
+    }
+}
