@@ -511,7 +511,8 @@ impl Conn {
     /// Waits for bytes through the executor's socket ring (or for the
     /// reader's wake-up), and copies them after `end` in `current`; returns
     /// what woke it and the room the bytes had. Bytes that do not fit stay
-    /// for the next call, which takes them before asking for more.
+    /// for the next call, which takes them before asking for more. The
+    /// connection's multishot `recv` stays armed from one call to the next.
     async fn ring_read(
         &self,
         ring: &crate::ring::SocketRing,
@@ -522,67 +523,71 @@ impl Conn {
         if let Some((buffer, from, to)) = self.leftover.take() {
             return self.take_received(ring, (buffer, from, to), current, end, want);
         }
-        let id = match self.armed.get() {
-            Some(id) => id,
-            None => {
-                let id = ring.recv(self.stream.borrow().as_raw_fd());
-                self.armed.set(Some(id));
-                id
-            }
-        };
-        if end == 0 {
-            self.lend_block(current);
-        }
-        let outcome = future::or(async { Some(ring.wait(id).await) }, async {
-            self.wake_reader.wait().await;
-            None
-        })
-        .await;
-        if end == 0 {
-            *current = self.pools.block();
-        }
-        let Some((result, flags)) = outcome else {
-            return Ok((Woken::Reader, MIN_ROOM));
-        };
-        self.armed.set(None);
-        let buffer = io_uring::cqueue::buffer_select(flags);
-        let len = match usize::try_from(result) {
-            Ok(len) if len > 0 => len,
-            other => {
-                // No bytes: any buffer goes straight back.
-                if let Some(buffer) = buffer {
-                    ring.give_back(buffer);
+        loop {
+            let id = match self.armed.get() {
+                Some(id) => id,
+                None => {
+                    let id = ring.recv(self.stream.borrow().as_raw_fd());
+                    self.armed.set(Some(id));
+                    id
                 }
-                return match other {
-                    Ok(_) => Ok((Woken::Read(Ok(0)), MIN_ROOM)),
-                    // No provided buffer was free: this read goes through
-                    // glommio, holding no block while it waits.
-                    Err(_) if result == -rustix::io::Errno::NOBUFS.raw_os_error() => {
-                        if end == 0 {
-                            Ok((self.wait_without_block(current).await, MIN_ROOM))
-                        } else {
-                            let buf = room_in(current, end, want)?;
-                            let room = buf.len();
-                            let woken =
-                                future::or(async { Woken::Read(self.read(buf).await) }, async {
-                                    self.wake_reader.wait().await;
-                                    Woken::Reader
-                                })
-                                .await;
-                            Ok((woken, room))
-                        }
-                    }
-                    Err(_) => Ok((
-                        Woken::Read(Err(io::Error::from_raw_os_error(-result))),
-                        MIN_ROOM,
-                    )),
-                };
+            };
+            if end == 0 {
+                self.lend_block(current);
             }
-        };
-        let Some(buffer) = buffer else {
-            return Err(io::Error::other("a recv completed without a buffer"));
-        };
-        self.take_received(ring, (buffer, 0, len), current, end, want)
+            let outcome = future::or(async { Some(ring.wait(id).await) }, async {
+                self.wake_reader.wait().await;
+                None
+            })
+            .await;
+            if end == 0 {
+                *current = self.pools.block();
+            }
+            let Some((result, flags)) = outcome else {
+                return Ok((Woken::Reader, MIN_ROOM));
+            };
+            if !io_uring::cqueue::more(flags) {
+                self.armed.set(None);
+            }
+            let buffer = io_uring::cqueue::buffer_select(flags);
+            if let Ok(len @ 1..) = usize::try_from(result) {
+                let Some(buffer) = buffer else {
+                    return Err(io::Error::other("a recv completed without a buffer"));
+                };
+                return self.take_received(ring, (buffer, 0, len), current, end, want);
+            }
+            // No bytes: any buffer goes straight back.
+            if let Some(buffer) = buffer {
+                ring.give_back(buffer);
+            }
+            if result == 0 {
+                return Ok((Woken::Read(Ok(0)), MIN_ROOM));
+            }
+            if result == -rustix::io::Errno::CANCELED.raw_os_error() {
+                // Cancelled while its bytes waited for this reader (the
+                // ring's bound on them): armed again.
+                continue;
+            }
+            if result != -rustix::io::Errno::NOBUFS.raw_os_error() {
+                return Ok((
+                    Woken::Read(Err(io::Error::from_raw_os_error(-result))),
+                    MIN_ROOM,
+                ));
+            }
+            // No provided buffer was free: this read goes through glommio,
+            // holding no block while it waits.
+            if end == 0 {
+                return Ok((self.wait_without_block(current).await, MIN_ROOM));
+            }
+            let buf = room_in(current, end, want)?;
+            let room = buf.len();
+            let woken = future::or(async { Woken::Read(self.read(buf).await) }, async {
+                self.wake_reader.wait().await;
+                Woken::Reader
+            })
+            .await;
+            return Ok((woken, room));
+        }
     }
 
     /// Copies bytes `from..to` of a provided buffer after `end` in

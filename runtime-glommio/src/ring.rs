@@ -4,8 +4,9 @@
 //! provided receive buffers (`fcgi-least --uring` in `benches/` is the same
 //! set-up without glommio).
 //!
-//! A connection queues operations: a `recv` that takes a provided buffer
-//! when its bytes come, or a `send` of bytes copied into the operation. The
+//! A connection queues operations: a multishot `recv`, which takes a
+//! provided buffer each time its bytes come and goes on, or a `send` of
+//! bytes copied into the operation. The
 //! executor's driver task hands everything queued to the kernel with one
 //! `io_uring_enter`, which also runs the kernel's deferred work (the `recv`s
 //! whose bytes came since), and passes the completions to the connections.
@@ -23,6 +24,7 @@
 //! [`Settings::socket_ring`]: crate::Settings::socket_ring
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
@@ -54,6 +56,11 @@ const GROUP: u16 = 0;
 const RING_ENTRIES: u32 = 256;
 /// User data of cancellations, whose completions are ignored.
 const CANCEL: u64 = u64::MAX;
+/// The most completions of a connection's multishot `recv` its reader has
+/// not taken yet: at this many the `recv` is cancelled (the reader arms a
+/// new one once it has taken them), so that a connection whose requests
+/// do not read holds a few receive buffers, not all of them.
+const MAX_UNTAKEN: usize = 4;
 
 /// An operation's result: the kernel's result and the completion's flags.
 pub(crate) type Outcome = (i32, u32);
@@ -79,6 +86,11 @@ struct Op {
     /// A send's bytes, owned here so that nothing the kernel reads can go
     /// away before it completes.
     bytes: Vec<u8>,
+    /// A multishot `recv`'s completions that go on (`IORING_CQE_F_MORE`),
+    /// until its reader takes them; its last one is its `Done`.
+    received: VecDeque<Outcome>,
+    /// A cancellation of it was queued.
+    cancelling: bool,
 }
 
 /// The executor's socket ring.
@@ -262,13 +274,14 @@ impl SocketRing {
         }
     }
 
-    /// Queues a `recv` on `fd` into a provided buffer.
+    /// Queues a multishot `recv` on `fd`: each time bytes come, the kernel
+    /// takes a provided buffer and completes with them, and the `recv`
+    /// goes on (its completions carry `IORING_CQE_F_MORE`) until the end
+    /// of the stream, an error, no free buffer (`-ENOBUFS`) or a
+    /// cancellation (`-ECANCELED`, when [`MAX_UNTAKEN`] completions wait).
     pub(crate) fn recv(&self, fd: RawFd) -> usize {
         let id = self.slot();
-        let entry = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
-            .buf_group(GROUP)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT);
+        let entry = opcode::RecvMulti::new(types::Fd(fd), GROUP).build();
         self.enqueue(id, entry);
         id
     }
@@ -297,12 +310,17 @@ impl SocketRing {
         id
     }
 
-    /// The outcome of operation `id`, once it completed; the slot is free
-    /// again afterwards.
+    /// The next outcome of operation `id`: a multishot `recv`'s
+    /// completions in order, its last one (without `IORING_CQE_F_MORE`)
+    /// when it ended; the slot is free again after an operation's last.
     pub(crate) fn poll(&self, id: usize, waker: &Waker) -> Poll<Outcome> {
         let mut ops = self.ops.borrow_mut();
         let op = &mut ops[id];
+        if let Some(outcome) = op.received.pop_front() {
+            return Poll::Ready(outcome);
+        }
         if let State::Done(outcome) = op.state {
+            op.cancelling = false;
             op.state = State::Free;
             op.waker = None;
             trim(op);
@@ -330,6 +348,12 @@ impl SocketRing {
         let mut ops = self.ops.borrow_mut();
         let op = &mut ops[id];
         op.waker = None;
+        // Bytes a multishot recv brought that nobody will take.
+        for (_, flags) in op.received.drain(..) {
+            if let Some(buffer) = cqueue::buffer_select(flags) {
+                self.provided.borrow_mut().give_back(buffer);
+            }
+        }
         match std::mem::take(&mut op.state) {
             // Dropped from the queue when the driver comes to it.
             State::Queued => {
@@ -338,17 +362,15 @@ impl SocketRing {
             }
             State::InKernel => {
                 op.state = State::Abandoned;
+                let cancelling = std::mem::replace(&mut op.cancelling, true);
                 drop(ops);
-                let cancel = opcode::AsyncCancel::new(id as u64)
-                    .build()
-                    .user_data(CANCEL);
-                self.queue.borrow_mut().push(cancel);
-                if let Some(waker) = self.driver.borrow_mut().take() {
-                    waker.wake();
+                if !cancelling {
+                    self.cancel(id);
                 }
                 true
             }
             State::Done((_, flags)) => {
+                op.cancelling = false;
                 trim(op);
                 drop(ops);
                 if let Some(buffer) = cqueue::buffer_select(flags) {
@@ -358,6 +380,17 @@ impl SocketRing {
                 true
             }
             State::Free | State::Abandoned => false,
+        }
+    }
+
+    /// Queues the cancellation of operation `id`, which the kernel holds.
+    fn cancel(&self, id: usize) {
+        let cancel = opcode::AsyncCancel::new(id as u64)
+            .build()
+            .user_data(CANCEL);
+        self.queue.borrow_mut().push(cancel);
+        if let Some(waker) = self.driver.borrow_mut().take() {
+            waker.wake();
         }
     }
 
@@ -519,27 +552,47 @@ impl SocketRing {
             if id == CANCEL {
                 continue;
             }
-            self.in_kernel.set(self.in_kernel.get().saturating_sub(1));
+            // A multishot recv goes on after this completion: it stays in
+            // the kernel.
+            let more = cqueue::more(done.flags());
+            if !more {
+                self.in_kernel.set(self.in_kernel.get().saturating_sub(1));
+            }
             let mut ops = self.ops.borrow_mut();
             let index = usize::try_from(id).unwrap_or(usize::MAX);
             let Some(op) = ops.get_mut(index) else {
                 continue;
             };
+            let outcome = (done.result(), done.flags());
             match op.state {
                 State::InKernel => {
-                    op.state = State::Done((done.result(), done.flags()));
+                    if more {
+                        op.received.push_back(outcome);
+                    } else {
+                        op.state = State::Done(outcome);
+                    }
                     if let Some(waker) = op.waker.take() {
                         waker.wake();
                     }
+                    if more && op.received.len() >= MAX_UNTAKEN && !op.cancelling {
+                        op.cancelling = true;
+                        drop(ops);
+                        self.cancel(index);
+                    }
                 }
                 State::Abandoned => {
-                    op.state = State::Free;
-                    trim(op);
+                    if !more {
+                        op.state = State::Free;
+                        op.cancelling = false;
+                        trim(op);
+                    }
                     drop(ops);
                     if let Some(buffer) = cqueue::buffer_select(done.flags()) {
                         self.provided.borrow_mut().give_back(buffer);
                     }
-                    self.free.borrow_mut().push(index);
+                    if !more {
+                        self.free.borrow_mut().push(index);
+                    }
                 }
                 _ => {}
             }
@@ -570,7 +623,7 @@ impl Drop for SocketRing {
                     let args = types::SubmitArgs::new().timespec(&wait);
                     let _ = ring.submitter().submit_with_args(1, &args);
                     for done in ring.completion() {
-                        if done.user_data() != CANCEL {
+                        if done.user_data() != CANCEL && !cqueue::more(done.flags()) {
                             held = held.saturating_sub(1);
                         }
                     }

@@ -29,24 +29,27 @@ pub struct Settings {
     pub spin_before_park: Duration,
     /// Put the connections' socket reads and writes on an io_uring of each
     /// executor's own, instead of a `recv` and a `send` per request straight
-    /// on the socket (writes of more than 16 KiB still go straight to the
-    /// socket, and a read finding the ring's receive buffers all taken,
-    /// [`Settings::socket_ring_buffers`], goes through glommio). Busy executors then make a fraction of a
-    /// syscall per request (about 0.4 with 8 kept connections, under 0.1
-    /// with 64, against 2), at about 17% more CPU per request with 8
-    /// connections and 8% with 64 (`benches/syscalls.sh`, medians),
-    /// 1.5 MiB more memory, and a few more allocations each time an
-    /// executor sleeps. Needs Linux 6.1 (the ring is made with
-    /// `DEFER_TASKRUN` and `SINGLE_ISSUER`, with provided buffers): where
-    /// the kernel cannot make it, the executor says so on stderr and reads
-    /// and writes as without it. Default: false (it costs more CPU than it
-    /// saves with few connections); [`Settings::from_env`] turns it on
-    /// when `SFCGI_SOCKET_RING` is `1`.
+    /// on the socket: each connection keeps a multishot `recv` armed, and
+    /// a turn's `send`s go out with one `io_uring_enter` (writes of more
+    /// than 16 KiB still go straight to the socket, and a read finding the
+    /// ring's receive buffers all taken, [`Settings::socket_ring_buffers`],
+    /// goes through glommio). Busy executors then make a fraction of a
+    /// syscall per request (about 0.35 with 8 kept connections, under 0.1
+    /// with 64, against 2), using about 6% less CPU per request than
+    /// without the ring with 64 connections but 7% more with 8
+    /// (`benches/syscalls.sh`, medians), 1.5 MiB more memory, and a few
+    /// more allocations each time an executor sleeps. Needs Linux 6.1 (the
+    /// ring is made with `DEFER_TASKRUN` and `SINGLE_ISSUER`, with provided
+    /// buffers): where the kernel cannot make it, the executor says so on
+    /// stderr and reads and writes as without it. Default: false (it costs
+    /// more CPU than it saves with few connections, and more memory);
+    /// [`Settings::from_env`] turns it on when `SFCGI_SOCKET_RING` is `1`.
     pub socket_ring: bool,
     /// With `socket_ring`, the receive buffers of 16 KiB each executor's
     /// ring lends the kernel for its connections' `recv`s: a connection
     /// holds one from the moment its bytes come until its reader has taken
-    /// them all, so this bounds the ring's receive memory per executor.
+    /// them all (a connection whose requests do not read holds at most
+    /// five), so this bounds the ring's receive memory per executor.
     /// When all are taken, reads go through glommio until one comes back.
     /// Rounded down to a power of two (the kernel's rule), at least 1 and
     /// at most 32768. Default: 64 (1 MiB per executor).

@@ -879,6 +879,37 @@ fn reads_that_find_every_ring_buffer_taken_go_through_glommio() {
 }
 
 #[test]
+fn a_request_that_reads_late_gets_its_whole_body_through_the_socket_ring() {
+    // The handler reads nothing for a while: the connection's read blocks
+    // fill, its reader stops, and its multishot recv, whose completions
+    // then wait untaken, is cancelled; it is armed again once the handler
+    // reads. The body still arrives whole and in order.
+    let server = InProcess::start(
+        || {
+            async |req: &mut Request<'_>| {
+                glommio::timer::sleep(Duration::from_millis(300)).await;
+                let body = req.read_all().await?;
+                req.send_response(200, "", body, &[], false).await
+            }
+        },
+        Settings {
+            socket_ring: true,
+            ..one_executor()
+        },
+    );
+    let mut client = Client::connect(&server.addr).unwrap();
+    for size in [2 * 1024 * 1024 + 3, 700_001] {
+        let body = pattern(size);
+        let response = client.request(1, true, &[], &body).unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.body() == &body[..],
+            "a body of {size} bytes came back changed"
+        );
+    }
+}
+
+#[test]
 fn a_stop_past_the_shutdown_timeout_closes_every_connection() {
     stop_past_the_shutdown_timeout(false);
 }
