@@ -328,7 +328,11 @@ impl SocketRing {
             self.free.borrow_mut().push(id);
             return Poll::Ready(outcome);
         }
-        op.waker = Some(waker.clone());
+        // The same task polls again and again while it waits: its waker is
+        // kept, not cloned anew each time.
+        if !op.waker.as_ref().is_some_and(|kept| kept.will_wake(waker)) {
+            op.waker = Some(waker.clone());
+        }
         Poll::Pending
     }
 
@@ -571,8 +575,9 @@ impl SocketRing {
                     } else {
                         op.state = State::Done(outcome);
                     }
-                    if let Some(waker) = op.waker.take() {
-                        waker.wake();
+                    // Kept for the reader's next wait on a multishot recv.
+                    if let Some(waker) = &op.waker {
+                        waker.wake_by_ref();
                     }
                     if more && op.received.len() >= MAX_UNTAKEN && !op.cancelling {
                         op.cancelling = true;
