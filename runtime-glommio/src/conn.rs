@@ -1113,6 +1113,11 @@ async fn read_blocks(
                     break conn.pools.block();
                 }
                 // Every block holds body bytes a handler has not read yet.
+                // A multishot recv would go on filling receive buffers
+                // meanwhile: it stops (what it brought stays, in order).
+                if let (Some(ring), Some(id)) = (&conn.pools.ring, conn.armed.get()) {
+                    ring.pause(id);
+                }
                 conn.waiting_room.set(true);
                 conn.wake_reader.wait().await;
                 conn.waiting_room.set(false);

@@ -58,8 +58,11 @@ const RING_ENTRIES: u32 = 256;
 const CANCEL: u64 = u64::MAX;
 /// The most completions of a connection's multishot `recv` its reader has
 /// not taken yet: at this many the `recv` is cancelled (the reader arms a
-/// new one once it has taken them), so that a connection whose requests
-/// do not read holds a few receive buffers, not all of them.
+/// new one once it has taken them), as it is when the reader stops for
+/// room ([`SocketRing::pause`]), so that a connection whose requests do
+/// not read holds a few receive buffers, not all of them. (The kernel
+/// takes up to 32 in one go for a connection whose bytes keep coming, so
+/// a burst can bring more before the cancellation lands.)
 const MAX_UNTAKEN: usize = 4;
 
 /// An operation's result: the kernel's result and the completion's flags.
@@ -384,6 +387,21 @@ impl SocketRing {
                 true
             }
             State::Free | State::Abandoned => false,
+        }
+    }
+
+    /// Stops multishot `recv` `id` from taking more receive buffers while
+    /// its reader does not read: it is cancelled, and ends (`-ECANCELED`)
+    /// after the completions it already had, which stay to be taken.
+    pub(crate) fn pause(&self, id: usize) {
+        let mut ops = self.ops.borrow_mut();
+        let Some(op) = ops.get_mut(id) else {
+            return;
+        };
+        if matches!(op.state, State::InKernel) && !op.cancelling {
+            op.cancelling = true;
+            drop(ops);
+            self.cancel(id);
         }
     }
 

@@ -48,8 +48,9 @@ pub struct Settings {
     /// With `socket_ring`, the receive buffers of 16 KiB each executor's
     /// ring lends the kernel for its connections' `recv`s: a connection
     /// holds one from the moment its bytes come until its reader has taken
-    /// them all (a connection whose requests do not read holds at most
-    /// five), so this bounds the ring's receive memory per executor.
+    /// them all (a connection whose requests do not read stops taking
+    /// more, after what its bytes filled until then), so this bounds the
+    /// ring's receive memory per executor.
     /// When all are taken, reads go through glommio until one comes back.
     /// Rounded down to a power of two (the kernel's rule), at least 1 and
     /// at most 32768. Default: 64 (1 MiB per executor).
