@@ -151,6 +151,43 @@ fn fcgi_load_passes_right_answers() {
 }
 
 #[test]
+fn fcgi_load_checks_as_strictly_when_it_spins_and_counts_the_spin_apart() {
+    let dir = TempDir::new("fcgi-load");
+    let path = fake_app(&dir, right);
+    let output = load(&path, &["--spin", "200"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("\"errors\":0,"), "{stdout}");
+    assert!(!stdout.contains("\"requests\":0,"), "{stdout}");
+    let field = |name: &str| -> f64 {
+        let key = format!("\"{name}\":");
+        let at = stdout.find(&key).map(|at| at + key.len());
+        let value = at.map(|at| &stdout[at..]).unwrap_or_default();
+        let end = value.find([',', '}']).unwrap_or(value.len());
+        value[..end]
+            .parse()
+            .unwrap_or_else(|_| panic!("no {name} in {stdout}"))
+    };
+    let cpu = field("loadgen_cpu_us_per_request");
+    let spin = field("loadgen_spin_us_per_request");
+    assert!(
+        (0.0..=cpu).contains(&spin),
+        "the spin ({spin} us) is part of the CPU time ({cpu} us): {stdout}"
+    );
+
+    let dir = TempDir::new("fcgi-load");
+    let path = fake_app(&dir, |id| Answer {
+        bytes: response(id, HEAD, b"Hello, world?", 0).into_bytes(),
+        close: false,
+    });
+    let output = load(&path, &["--spin", "200"]);
+    assert!(
+        !output.status.success(),
+        "a wrong body passed while spinning"
+    );
+}
+
+#[test]
 fn fcgi_load_catches_a_wrong_body() {
     assert_caught(
         |id| Answer {

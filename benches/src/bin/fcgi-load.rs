@@ -10,6 +10,15 @@
 //! It prints its own CPU time per request, so its cost can be set against
 //! the server's.
 //!
+//! With `--spin MICROS` it polls its epoll without sleeping for up to that
+//! long while answers are due, before it blocks. Give it a CPU of its own
+//! then (`taskset`): a load generator that sleeps between answers makes
+//! the server wake it for each one, and where a wake-up is dear (a
+//! cross-CPU interrupt in a VM) that cost lands on the server, only on the
+//! servers a little slower than the load generator, which then lets
+//! itself fall asleep after every answer. The time it spins is counted
+//! apart from the CPU time it works.
+//!
 //! ```text
 //! fcgi-load --addr unix:/tmp/app.sock --conns 8 --duration 10
 //! fcgi-load --addr 127.0.0.1:9000 --conns 8 --new-conn --json
@@ -35,7 +44,7 @@ const COUNTED_RUN_LIMIT: Duration = Duration::from_secs(600);
 
 const USAGE: &str = "usage: fcgi-load --addr (unix:PATH | HOST:PORT) [--conns N] [--duration SECONDS | --requests N]
                  [--body BYTES] [--new-conn] [--expect TEXT | --expect-echo] [--warmup SECONDS]
-                 [--param NAME=VALUE]... [--json]
+                 [--param NAME=VALUE]... [--spin MICROS] [--json]
 
   --addr        the application's socket
   --conns       concurrent connections (default 8)
@@ -47,6 +56,9 @@ const USAGE: &str = "usage: fcgi-load --addr (unix:PATH | HOST:PORT) [--conns N]
   --expect-echo the response body is the request body
   --warmup      seconds of load before measuring (default 1)
   --param       add or replace a param (SCRIPT_FILENAME=/srv/hello.php for PHP-FPM)
+  --spin        while answers are due, poll for up to this many microseconds
+                before sleeping (default 0: sleep at once); for a load
+                generator with a CPU of its own
   --json        print the result as one JSON object";
 
 /// What to run.
@@ -60,6 +72,8 @@ struct Options {
     expect: Expect,
     warmup: Duration,
     params: Vec<(String, String)>,
+    /// How long to poll without sleeping while answers are due.
+    spin: Duration,
     json: bool,
 }
 
@@ -109,6 +123,9 @@ struct Totals {
     errors: u64,
     latencies_us: Vec<u32>,
     first_error: Option<String>,
+    /// Time spent polling for answers that had not come yet, while
+    /// measuring (`--spin`).
+    spun: Duration,
 }
 
 fn main() -> ExitCode {
@@ -140,6 +157,7 @@ fn parse_args() -> Result<Options, String> {
         expect: Expect::Exact(b"Hello, world!".to_vec()),
         warmup: Duration::from_secs(1),
         params: Vec::new(),
+        spin: Duration::ZERO,
         json: false,
     };
     let mut args = std::env::args().skip(1);
@@ -184,6 +202,13 @@ fn parse_args() -> Result<Options, String> {
                 let param = args.next().ok_or("--param needs NAME=VALUE")?;
                 let (name, value) = param.split_once('=').ok_or("--param needs NAME=VALUE")?;
                 options.params.push((name.to_string(), value.to_string()));
+            }
+            "--spin" => {
+                options.spin = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .map(Duration::from_micros)
+                    .ok_or("--spin needs a number of microseconds")?
             }
             "--json" => options.json = true,
             "-h" | "--help" => return Err("fcgi-load: a FastCGI load generator".to_string()),
@@ -266,16 +291,11 @@ fn run(options: &Options) -> io::Result<u64> {
             }
             break;
         }
-        events.clear();
-        epoll::wait(
-            &epoll,
-            spare_capacity(&mut events),
-            Some(&rustix::event::Timespec {
-                tv_sec: 1,
-                tv_nsec: 0,
-            }),
-        )?;
+        let spun = wait(&epoll, &mut events, options.spin)?;
         let now = Instant::now();
+        if measuring {
+            totals.spun += spun;
+        }
         if !measuring && now >= measure_from {
             measuring = true;
             measured_cpu_start = cpu_time();
@@ -361,6 +381,41 @@ fn run(options: &Options) -> io::Result<u64> {
     Ok(totals.errors)
 }
 
+/// Waits for events: polls for up to `spin` while none have come, then
+/// sleeps (at most a second, so that the run's end is seen). Returns how
+/// long it polled in vain.
+fn wait(epoll: &impl AsFd, events: &mut Vec<epoll::Event>, spin: Duration) -> io::Result<Duration> {
+    const NOW: rustix::event::Timespec = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    const A_SECOND: rustix::event::Timespec = rustix::event::Timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    events.clear();
+    if spin.is_zero() {
+        epoll::wait(epoll, spare_capacity(events), Some(&A_SECOND))?;
+        return Ok(Duration::ZERO);
+    }
+    epoll::wait(epoll, spare_capacity(events), Some(&NOW))?;
+    if !events.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    let started = Instant::now();
+    loop {
+        epoll::wait(epoll, spare_capacity(events), Some(&NOW))?;
+        let spun = started.elapsed();
+        if !events.is_empty() {
+            return Ok(spun);
+        }
+        if spun >= spin {
+            epoll::wait(epoll, spare_capacity(events), Some(&A_SECOND))?;
+            return Ok(spun);
+        }
+    }
+}
+
 impl Totals {
     fn error(&mut self, error: String) {
         self.errors += 1;
@@ -380,12 +435,14 @@ fn report(options: &Options, totals: &mut Totals, elapsed: Duration, cpu: Durati
         totals.latencies_us[rank.min(last)]
     };
     let rate = totals.requests as f64 / elapsed.as_secs_f64().max(1e-9);
-    let cpu_per_request = cpu.as_secs_f64() * 1e6 / (totals.requests.max(1) as f64);
+    let per_request = |time: Duration| time.as_secs_f64() * 1e6 / (totals.requests.max(1) as f64);
+    let cpu_per_request = per_request(cpu);
+    let spin_per_request = per_request(totals.spun.min(cpu));
     let mut text = String::new();
     if options.json {
         let _ = writeln!(
             text,
-            "{{\"addr\":\"{}\",\"conns\":{},\"body\":{},\"new_conn\":{},\"seconds\":{:.3},\"requests\":{},\"errors\":{},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"loadgen_cpu_us_per_request\":{:.2}}}",
+            "{{\"addr\":\"{}\",\"conns\":{},\"body\":{},\"new_conn\":{},\"seconds\":{:.3},\"requests\":{},\"errors\":{},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"loadgen_cpu_us_per_request\":{:.2},\"loadgen_spin_us_per_request\":{:.2}}}",
             options.addr.replace('"', ""),
             options.conns,
             options.body,
@@ -396,7 +453,8 @@ fn report(options: &Options, totals: &mut Totals, elapsed: Duration, cpu: Durati
             rate,
             pct(500),
             pct(990),
-            cpu_per_request
+            cpu_per_request,
+            spin_per_request
         );
     } else {
         let _ = writeln!(
@@ -419,10 +477,18 @@ fn report(options: &Options, totals: &mut Totals, elapsed: Duration, cpu: Durati
             pct(500),
             pct(990)
         );
-        let _ = writeln!(
+        let _ = write!(
             text,
             "  fcgi-load itself: {cpu_per_request:.2} us CPU per request"
         );
+        if options.spin.is_zero() {
+            text.push('\n');
+        } else {
+            let _ = writeln!(
+                text,
+                ", {spin_per_request:.2} us of it polling for answers not yet come"
+            );
+        }
     }
     // A reader that went away (`| head`) is not an error of the run.
     let _ = io::stdout().lock().write_all(text.as_bytes());
