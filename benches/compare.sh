@@ -5,10 +5,15 @@
 # (PHP-FPM by its own master).
 #
 #   benches/compare.sh [--rounds N] [--duration SECONDS] [--apps "least std ..."]
-#                      [--scenarios "keep1 keep8 ..."] [--out DIR] [--quick | --smoke]
+#                      [--scenarios "keep1 keep8 ..."] [--spin MICROS] [--out DIR]
+#                      [--quick | --smoke]
 #
 # Every app is pinned to CPU 0 and the load generator (fcgi-load, or wrk
-# through nginx or Caddy, which share the app's CPU) to CPU 1. Apps are started fresh for every measurement and
+# through nginx or Caddy, which share the app's CPU) to CPU 1. fcgi-load
+# polls for up to --spin microseconds (default 1000) before it sleeps, so
+# that the apps are not charged for waking it after every answer (a
+# cross-CPU interrupt, dear in a VM); --spin 0 measures with a load
+# generator that sleeps at once. Apps are started fresh for every measurement and
 # alternated over the rounds; the summary gives the median req/s with the
 # spread, p50/p99 latency, the app's CPU time per request and its peak RSS.
 # Throughput ratios against the least-work server and against tokio-fastcgi
@@ -28,6 +33,7 @@ duration=5
 apps="least least-uring std glommio libfcgi go php tokio"
 scenarios="keep1 keep8 keep64 new8 post64k nginx8 caddy8"
 out="$root/target/compare"
+spin=1000
 smoke=false
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,6 +42,7 @@ while [ $# -gt 0 ]; do
     --apps) apps=$2; shift 2 ;;
     --scenarios) scenarios=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --spin) spin=$2; shift 2 ;;
     --quick) rounds=1; duration=1; apps="least std glommio"; scenarios="keep8 new8"; shift ;;
     --smoke) rounds=1; duration=1; smoke=true; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -246,7 +253,7 @@ EOF
 # measure APP SCENARIO ROUND: one fresh app, a warm-up, one measured run.
 measure() {
   local app=$1 scenario=$2 round=$3 sock="$work/app.sock" args=() before after peak line
-  args=(--addr "unix:$sock" --param "SCRIPT_FILENAME=$root/benches/competitors/php/hello.php")
+  args=(--addr "unix:$sock" --spin "$spin" --param "SCRIPT_FILENAME=$root/benches/competitors/php/hello.php")
   case "$scenario" in
     keep1) args+=(--conns 1) ;;
     keep8) args+=(--conns 8) ;;

@@ -3,8 +3,9 @@
 per scenario, per app: median req/s with the spread over rounds, the ratio
 to the least-work server and to tokio-fastcgi, median p50/p99 latency, the
 app's CPU time per request, how busy its CPU was, its peak RSS, and how
-busy the load generator's own CPU was: near 100%, the load generator, not
-the app, set the pace, and the app's CPU time per request is the fairer
+busy the load generator's own CPU was with work (not counting the time it
+polled for answers not yet come, `--spin`): near 100%, the load generator,
+not the app, set the pace, and the app's CPU time per request is the fairer
 comparison; with the app's CPU near 100%, the app set it."""
 import json
 import statistics
@@ -67,7 +68,11 @@ for scenario in [s for s in SCENARIOS if any(sc == s for (sc, _) in runs)]:
         app_busy = [r["app_cpu_s"] / t for r, t in zip(rs, seconds) if t]
         app_busy_text = f"{statistics.median(app_busy):.0%}" if app_busy else "–"
         rss = max(r["peak_rss_kib"] for r in rs)
-        busy = [r["loadgen_cpu_us_per_request"] * r["rps"] / 1e6 for r in rs if "loadgen_cpu_us_per_request" in r]
+        busy = [
+            (r["loadgen_cpu_us_per_request"] - r.get("loadgen_spin_us_per_request", 0)) * r["rps"] / 1e6
+            for r in rs
+            if "loadgen_cpu_us_per_request" in r
+        ]
         busy_text = f"{statistics.median(busy):.0%}" if busy else "–"
         errors = sum(r["errors"] for r in rs)
         print(

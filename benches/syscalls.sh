@@ -6,6 +6,8 @@
 #
 #   benches/syscalls.sh [REQUESTS] [CONNS]     (default 200000, 8)
 #   APPS="fcgi-least,fcgi-least --uring" benches/syscalls.sh    (some apps only)
+#   SPIN=0 benches/syscalls.sh    (fcgi-load sleeps at once; default: it polls
+#                                  for up to 1000 us first, as in compare.sh)
 #
 # `fcgi-least --uring` is the least-work server on an io_uring of its own
 # (multishot recv into provided buffers, sends submitted in batches, one
@@ -21,6 +23,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 requests=${1:-200000}
 conns=${2:-8}
+spin=${SPIN:-1000}
 work=$(mktemp -d /tmp/sfcgi-syscalls.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 command -v perf > /dev/null || { echo "syscalls.sh: perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
@@ -35,16 +38,16 @@ for app in "${apps[@]}"; do
   pid=$!
   for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
   # Warm up first, so start-up is not counted.
-  taskset -c 1 "$bin/fcgi-load" --addr "unix:$sock" --conns "$conns" --requests 20000 --warmup 0 > /dev/null
+  taskset -c 1 "$bin/fcgi-load" --addr "unix:$sock" --conns "$conns" --spin "$spin" --requests 20000 --warmup 0 > /dev/null
   perf stat -x, -e 'syscalls:sys_enter_*' -e context-switches -p "$pid" -o "$work/perf.csv" &
   tracer=$!
   sleep 0.5
-  taskset -c 1 "$bin/fcgi-load" --addr "unix:$sock" --conns "$conns" --requests "$requests" --warmup 0 > /dev/null
+  taskset -c 1 "$bin/fcgi-load" --addr "unix:$sock" --conns "$conns" --spin "$spin" --requests "$requests" --warmup 0 > /dev/null
   kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
   # Once more without perf, whose counters slow some apps down (std's
   # threads), for the app's CPU time per request and its req/s.
   ticks_before=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-  taskset -c 1 "$bin/fcgi-load" --addr "unix:$sock" --conns "$conns" --requests "$requests" --warmup 0 --json > "$work/load.json"
+  taskset -c 1 "$bin/fcgi-load" --addr "unix:$sock" --conns "$conns" --spin "$spin" --requests "$requests" --warmup 0 --json > "$work/load.json"
   ticks_after=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
   kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "== $app: per request ($requests keep-conn requests, $conns connections)"
