@@ -1,20 +1,28 @@
 //! An executor's socket ring ([`Settings::socket_ring`]): the connections'
 //! socket reads and writes on an io_uring of the executor's own, set up
-//! with `DEFER_TASKRUN`, `SINGLE_ISSUER` and `TASKRUN_FLAG`, and a ring of
-//! provided receive buffers (`fcgi-least --uring` in `benches/` is the same
-//! set-up without glommio).
+//! with `COOP_TASKRUN`, `SINGLE_ISSUER` and `TASKRUN_FLAG`, and a ring of
+//! provided receive buffers (`fcgi-least --uring` in `benches/` is a
+//! similar set-up without glommio).
 //!
 //! A connection queues operations: a multishot `recv`, which takes a
 //! provided buffer each time its bytes come and goes on, or a `send` of
 //! bytes copied into the operation. The
 //! executor's driver task hands everything queued to the kernel with one
-//! `io_uring_enter`, which also runs the kernel's deferred work (the `recv`s
-//! whose bytes came since), and passes the completions to the connections.
-//! A busy executor so makes one syscall for many connections' reads and
-//! writes. When nothing is queued and the kernel has no work for the ring,
-//! the driver waits through glommio, on an eventfd registered with the
-//! ring, which the kernel signals when work comes: the executor sleeps as
-//! it does without the ring.
+//! `io_uring_enter`, and passes the completions to the connections. With
+//! `COOP_TASKRUN` the kernel completes a `recv` whose bytes came on the
+//! executor's next syscall, whichever it is, without interrupting it (it
+//! raises `TASKRUN` meanwhile, and the driver enters for it), so a busy
+//! executor makes one syscall for many connections' reads and writes.
+//! When nothing is queued and nothing has completed, the driver waits
+//! through glommio, on an eventfd registered with the ring, which the
+//! kernel signals as it posts completions: the executor sleeps as it does
+//! without the ring.
+//!
+//! Not `DEFER_TASKRUN`, which would keep the completions until the driver
+//! asks: with it, the kernel (Linux 6.18) signals the eventfd only an RCU
+//! grace period after the bytes came, about 15 ms, so a sleeping executor
+//! answered a lone client's request that much late. `fcgi-least --uring`,
+//! which sleeps in `io_uring_enter` itself, needs no eventfd and keeps it.
 //!
 //! Nothing the kernel uses can go away under it: receive buffers belong to
 //! the ring, and a `send`'s bytes to its operation, until it completes; a
@@ -105,12 +113,6 @@ pub(crate) struct SocketRing {
     queue: RefCell<Vec<squeue::Entry>>,
     /// Operations the kernel holds (recvs that wait for data).
     in_kernel: Cell<usize>,
-    /// The last `io_uring_enter` brought completions: the kernel may hold
-    /// more deferred work than one call runs (it runs a bounded batch, and
-    /// clears the TASKRUN flag even when some is left), so the next turn
-    /// enters again, and the driver sleeps only after a call that brought
-    /// nothing.
-    again: Cell<bool>,
     driver: RefCell<Option<Waker>>,
     /// The executor stops: the driver ends.
     stopping: Cell<bool>,
@@ -226,7 +228,7 @@ impl SocketRing {
     pub(crate) fn new(buffers: u16) -> io::Result<Rc<SocketRing>> {
         let ring = IoUring::builder()
             .setup_single_issuer()
-            .setup_defer_taskrun()
+            .setup_coop_taskrun()
             .setup_taskrun_flag()
             .build(RING_ENTRIES)?;
         let provided = Provided::new(&ring, buffers)?;
@@ -251,7 +253,6 @@ impl SocketRing {
             free: RefCell::new(Vec::new()),
             queue: RefCell::new(Vec::new()),
             in_kernel: Cell::new(0),
-            again: Cell::new(false),
             driver: RefCell::new(None),
             stopping: Cell::new(false),
             wake_file,
@@ -439,7 +440,7 @@ impl SocketRing {
         self.provided.borrow_mut().give_back(buffer);
     }
 
-    /// The driver: submits, runs the kernel's deferred work, hands out
+    /// The driver: submits, has the kernel post what completed, hands out
     /// completions; sleeps through glommio when there is nothing.
     pub(crate) async fn drive(self: Rc<Self>) {
         // The read of the eventfd outlives the waits it serves: dropping a
@@ -451,17 +452,20 @@ impl SocketRing {
             if self.stopping.get() && !queued {
                 break;
             }
-            // Work for the kernel: deferred work waiting to run, or entries
-            // an earlier call did not take.
+            // Work for the kernel: completions it holds back until this
+            // thread enters it (TASKRUN), or entries an earlier call did
+            // not take.
             let kernel_work = {
                 let mut ring = self.ring.borrow_mut();
                 let submission = ring.submission();
                 submission.taskrun() || !submission.is_empty()
             };
-            if queued || kernel_work || self.again.get() {
+            if queued || kernel_work {
                 self.enter();
-                let reaped = self.reap();
-                self.again.set(reaped > 0 && self.in_kernel.get() > 0);
+            }
+            // Completions come with any syscall of this thread, glommio's
+            // too: posted already, they are reaped without entering.
+            if self.reap() > 0 || queued || kernel_work {
                 futures_lite::future::yield_now().await;
                 continue;
             }
@@ -513,7 +517,7 @@ impl SocketRing {
         }
     }
 
-    /// Submits what is queued, and runs the kernel's deferred work.
+    /// Submits what is queued, and has the kernel post what completed.
     fn enter(&self) {
         let mut ring = self.ring.borrow_mut();
         {
@@ -548,8 +552,8 @@ impl SocketRing {
                 }
             }
         }
-        // Always with GETEVENTS, which runs the kernel's deferred work
-        // (data that came for armed recvs) inside this call.
+        // With GETEVENTS: the kernel posts what completed (data that came
+        // for armed recvs) inside this call.
         let to_submit = u32::try_from(ring.submission().len()).unwrap_or(u32::MAX);
         loop {
             // SAFETY: no wait (min_complete 0) and no argument.

@@ -34,15 +34,15 @@ pub struct Settings {
     /// than 16 KiB still go straight to the socket, and a read finding the
     /// ring's receive buffers all taken, [`Settings::socket_ring_buffers`],
     /// goes through glommio). Busy executors then make a fraction of a
-    /// syscall per request (about 0.35 with 8 kept connections, under 0.1
-    /// with 64, against 2), using about 6% less CPU per request than
-    /// without the ring with 64 connections but 7% more with 8
-    /// (`benches/syscalls.sh`, medians), 1.5 MiB more memory, and a few
-    /// more allocations each time an executor sleeps. Needs Linux 6.1 (the
-    /// ring is made with `DEFER_TASKRUN` and `SINGLE_ISSUER`, with provided
-    /// buffers): where the kernel cannot make it, the executor says so on
-    /// stderr and reads and writes as without it. Default: false (it costs
-    /// more CPU than it saves with few connections, and more memory);
+    /// syscall per request (about 0.25 with 8 kept connections, 0.03 with
+    /// 64, against 2), using about 15% more CPU per request than without
+    /// the ring with 8 connections and 5-10% more with 64
+    /// (`benches/syscalls.sh`, 2026-12-07), 1.5 MiB more memory, and a few
+    /// more allocations each time an executor sleeps. Needs Linux 6.0 (the
+    /// ring is made with `COOP_TASKRUN` and `SINGLE_ISSUER`, with provided
+    /// buffers and multishot `recv`s): where the kernel cannot make it,
+    /// the executor says so on stderr and reads and writes as without it.
+    /// Default: false (it costs more CPU than it saves, and more memory);
     /// [`Settings::from_env`] turns it on when `SFCGI_SOCKET_RING` is `1`.
     pub socket_ring: bool,
     /// With `socket_ring`, the receive buffers of 16 KiB each executor's
