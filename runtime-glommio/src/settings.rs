@@ -37,7 +37,7 @@ pub struct Settings {
     /// syscall per request (about 0.25 with 8 kept connections, 0.03 with
     /// 64, against 2), using about 15% more CPU per request than without
     /// the ring with 8 connections and 5-10% more with 64
-    /// (`benches/syscalls.sh`, 2026-12-07), 1.5 MiB more memory, and a few
+    /// (`benches/syscalls.sh`, 2026-12-07), about 1 MiB more memory, and a few
     /// more allocations each time an executor sleeps. Needs Linux 6.0 (the
     /// ring is made with `COOP_TASKRUN` and `SINGLE_ISSUER`, with provided
     /// buffers and multishot `recv`s): where the kernel cannot make it,
