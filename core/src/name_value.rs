@@ -145,6 +145,22 @@ pub(crate) trait PairSink {
     fn value(&mut self, bytes: &[u8]);
     /// The current pair is complete.
     fn end(&mut self) -> Result<(), Self::Error>;
+
+    /// A whole pair in one piece: `bytes` is its name (the first
+    /// `name_len` bytes) and its value, as they follow each other on the
+    /// wire. The same as `begin`, `name`, `value` and `end`; a sink may
+    /// take it at once.
+    fn pair(&mut self, name_len: usize, bytes: &[u8]) -> Result<(), Self::Error> {
+        let (name, value) = bytes.split_at(name_len.min(bytes.len()));
+        self.begin(name.len(), value.len())?;
+        if !name.is_empty() {
+            self.name(name);
+        }
+        if !value.is_empty() {
+            self.value(value);
+        }
+        self.end()
+    }
 }
 
 /// Where a [`PairStream`] is inside the pair it is reading.
@@ -197,8 +213,19 @@ impl PairStream {
                     if *len == 0 {
                         // Fast path: both lengths are in this input.
                         if let Ok((rest, (name_len, value_len))) = parse_lengths(input) {
+                            let (name_len, value_len) = (name_len as usize, value_len as usize);
+                            // The whole pair too (as nginx sends them, all
+                            // in one record): handed over in one piece.
+                            let whole = name_len
+                                .checked_add(value_len)
+                                .and_then(|pair_len| rest.split_at_checked(pair_len));
+                            if let Some((pair, after)) = whole {
+                                sink.pair(name_len, pair)?;
+                                input = after;
+                                continue;
+                            }
                             input = rest;
-                            self.start(name_len as usize, value_len as usize, sink)?;
+                            self.start(name_len, value_len, sink)?;
                             continue;
                         }
                     }

@@ -339,6 +339,14 @@ impl PairSink for ArenaSink<'_> {
                 capacity: self.entries.capacity(),
             })
     }
+
+    fn pair(&mut self, name_len: usize, bytes: &[u8]) -> Result<(), ParamsError> {
+        self.begin(name_len, bytes.len().saturating_sub(name_len))?;
+        // Name and value follow each other in the arena as on the wire:
+        // one copy for both.
+        self.name(bytes);
+        self.end()
+    }
 }
 
 #[cfg(test)]
@@ -473,6 +481,48 @@ mod tests {
             Err(ParamsError::EmptyName)
         );
         assert_eq!(ParamsError::EmptyName.http_status(), 400);
+    }
+
+    #[test]
+    fn a_pair_refused_whole_is_refused_in_pieces_too() {
+        // A pair that arrives whole is taken in one piece, one that is
+        // split piece by piece: both ways end the same.
+        fn outcome(wire: &[u8], piece: usize) -> (Result<(), ParamsError>, usize) {
+            let mut params = Params::<8, 2>::new();
+            let result = wire
+                .chunks(piece)
+                .try_for_each(|chunk| params.feed(chunk))
+                .and_then(|()| params.finish());
+            (result, params.len())
+        }
+        let mut wire = [0u8; 64];
+        for pairs in [
+            &[(&b"AB"[..], &b"CD"[..]), (b"EFGHI", b"")][..],
+            &[(b"A", b""), (b"B", b""), (b"C", b"")],
+            &[(b"A", b"1"), (b"", b"v")],
+            &[(b"A", b"1"), (b"B", b"2")],
+        ] {
+            let n = encode_pairs(pairs, &mut wire);
+            let whole = outcome(&wire[..n], n);
+            for piece in 1..n {
+                assert_eq!(
+                    outcome(&wire[..n], piece),
+                    whole,
+                    "{pairs:?} in pieces of {piece}"
+                );
+            }
+        }
+        let n = encode_pairs(&[(b"AB", b"CD"), (b"EFGHI", b"")], &mut wire);
+        assert_eq!(
+            outcome(&wire[..n], n),
+            (
+                Err(ParamsError::TooLarge {
+                    required: 9,
+                    capacity: 8
+                }),
+                1
+            )
+        );
     }
 
     #[test]
