@@ -391,9 +391,10 @@ impl SocketRing {
         }
     }
 
-    /// Stops multishot `recv` `id` from taking more receive buffers while
-    /// its reader does not read: it is cancelled, and ends (`-ECANCELED`)
-    /// after the completions it already had, which stay to be taken.
+    /// Stops multishot `recv` `id` from taking more receive buffers, while
+    /// its reader waits for room or once [`MAX_UNTAKEN`] completions wait
+    /// for it: it is cancelled (once), and ends (`-ECANCELED`) after the
+    /// completions it already had, which stay to be taken.
     pub(crate) fn pause(&self, id: usize) {
         let mut ops = self.ops.borrow_mut();
         let Some(op) = ops.get_mut(id) else {
@@ -601,10 +602,9 @@ impl SocketRing {
                     if let Some(waker) = &op.waker {
                         waker.wake_by_ref();
                     }
-                    if more && op.received.len() >= MAX_UNTAKEN && !op.cancelling {
-                        op.cancelling = true;
+                    if more && op.received.len() >= MAX_UNTAKEN {
                         drop(ops);
-                        self.cancel(index);
+                        self.pause(index);
                     }
                 }
                 State::Abandoned => {
