@@ -68,11 +68,13 @@ pub enum Transport {
 
 /// The path of an example binary of `simple-fastcgi-examples`.
 /// `cargo test --workspace` builds them (the examples package has
-/// integration tests); when one is missing, it is built here into a
-/// separate target directory, so this never waits on cargo's lock.
+/// integration tests); when one is missing, or older than a source file
+/// it is built from (`cargo test -p simple-fastcgi-tests` alone does not
+/// rebuild them), it is built here into a separate target directory, so
+/// this never waits on cargo's lock (which cargo holds while tests run).
 pub fn example_bin(name: &str) -> PathBuf {
     let built = target_dir().join(name);
-    if built.exists() {
+    if is_fresh(&built) {
         return built;
     }
     static BUILD: Once = Once::new();
@@ -95,6 +97,43 @@ pub fn example_bin(name: &str) -> PathBuf {
     let path = nested.join("debug").join(name);
     assert!(path.exists(), "example binary {} missing", path.display());
     path
+}
+
+/// Whether `bin` exists and is newer than every source file of the
+/// crates the examples are built from, as cargo would find it.
+fn is_fresh(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    let mut newest = None;
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        newest_in(&root.join(file), &mut newest);
+    }
+    for krate in ["core", "runtime-std", "runtime-glommio", "examples"] {
+        newest_in(&root.join(krate).join("Cargo.toml"), &mut newest);
+        newest_in(&root.join(krate).join("src"), &mut newest);
+    }
+    newest.is_none_or(|source| source <= built)
+}
+
+/// Raises `newest` to the modification time of `path`, or of the newest
+/// file under it.
+fn newest_in(path: &Path, newest: &mut Option<std::time::SystemTime>) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            newest_in(&entry.path(), newest);
+        }
+    } else if let Ok(modified) = meta.modified() {
+        if newest.is_none_or(|n| modified > n) {
+            *newest = Some(modified);
+        }
+    }
 }
 
 /// `target/debug` (or `release`): the directory holding the test binary's
