@@ -293,31 +293,7 @@ impl PairSink for ArenaSink<'_> {
     type Error = ParamsError;
 
     fn begin(&mut self, name_len: usize, value_len: usize) -> Result<(), ParamsError> {
-        if name_len == 0 {
-            return Err(ParamsError::EmptyName);
-        }
-        if self.entries.is_full() {
-            return Err(ParamsError::TooMany {
-                capacity: self.entries.capacity(),
-            });
-        }
-        let required = self
-            .bytes
-            .len()
-            .saturating_add(name_len)
-            .saturating_add(value_len);
-        let capacity = self.bytes.capacity();
-        if required > capacity {
-            return Err(ParamsError::TooLarge { required, capacity });
-        }
-        // All three are at most the capacity, which fits in u32 (asserted in
-        // `new`), so the conversions cannot fail.
-        let too_large = |_| ParamsError::TooLarge { required, capacity };
-        *self.current = Entry {
-            start: u32::try_from(self.bytes.len()).map_err(too_large)?,
-            name_len: u32::try_from(name_len).map_err(too_large)?,
-            value_len: u32::try_from(value_len).map_err(too_large)?,
-        };
+        *self.current = self.entry(name_len, value_len)?;
         Ok(())
     }
 
@@ -341,11 +317,45 @@ impl PairSink for ArenaSink<'_> {
     }
 
     fn pair(&mut self, name_len: usize, bytes: &[u8]) -> Result<(), ParamsError> {
-        self.begin(name_len, bytes.len().saturating_sub(name_len))?;
+        let entry = self.entry(name_len, bytes.len().saturating_sub(name_len))?;
         // Name and value follow each other in the arena as on the wire:
         // one copy for both.
         self.name(bytes);
-        self.end()
+        self.entries.push(entry).map_err(|_| ParamsError::TooMany {
+            capacity: self.entries.capacity(),
+        })
+    }
+}
+
+impl ArenaSink<'_> {
+    /// The entry of a pair with these lengths, to be stored next; refused
+    /// when the name is empty or the pair does not fit.
+    fn entry(&self, name_len: usize, value_len: usize) -> Result<Entry, ParamsError> {
+        if name_len == 0 {
+            return Err(ParamsError::EmptyName);
+        }
+        if self.entries.is_full() {
+            return Err(ParamsError::TooMany {
+                capacity: self.entries.capacity(),
+            });
+        }
+        let required = self
+            .bytes
+            .len()
+            .saturating_add(name_len)
+            .saturating_add(value_len);
+        let capacity = self.bytes.capacity();
+        if required > capacity {
+            return Err(ParamsError::TooLarge { required, capacity });
+        }
+        // All three are at most the capacity, which fits in u32 (asserted in
+        // `new`), so the conversions cannot fail.
+        let too_large = |_| ParamsError::TooLarge { required, capacity };
+        Ok(Entry {
+            start: u32::try_from(self.bytes.len()).map_err(too_large)?,
+            name_len: u32::try_from(name_len).map_err(too_large)?,
+            value_len: u32::try_from(value_len).map_err(too_large)?,
+        })
     }
 }
 
