@@ -309,11 +309,7 @@ impl PairSink for ArenaSink<'_> {
 
     fn end(&mut self) -> Result<(), ParamsError> {
         // Room was checked in `begin`.
-        self.entries
-            .push(*self.current)
-            .map_err(|_| ParamsError::TooMany {
-                capacity: self.entries.capacity(),
-            })
+        self.push(*self.current)
     }
 
     fn pair(&mut self, name_len: usize, bytes: &[u8]) -> Result<(), ParamsError> {
@@ -321,13 +317,18 @@ impl PairSink for ArenaSink<'_> {
         // Name and value follow each other in the arena as on the wire:
         // one copy for both.
         self.name(bytes);
-        self.entries.push(entry).map_err(|_| ParamsError::TooMany {
-            capacity: self.entries.capacity(),
-        })
+        self.push(entry)
     }
 }
 
 impl ArenaSink<'_> {
+    /// Stores a pair's entry once its bytes are in the arena.
+    fn push(&mut self, entry: Entry) -> Result<(), ParamsError> {
+        self.entries.push(entry).map_err(|_| ParamsError::TooMany {
+            capacity: self.entries.capacity(),
+        })
+    }
+
     /// The entry of a pair with these lengths, to be stored next; refused
     /// when the name is empty or the pair does not fit.
     fn entry(&self, name_len: usize, value_len: usize) -> Result<Entry, ParamsError> {
